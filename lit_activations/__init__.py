@@ -1,0 +1,1 @@
+"""Study activation functions with PyTorch Lightning: an MLP on make_circles, monitored layer by layer."""

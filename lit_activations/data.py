@@ -1,0 +1,161 @@
+"""``make_circles`` as a LightningDataModule: two noisy concentric circles, two classes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from sklearn.datasets import make_circles
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+
+class CirclesDataModule(LightningDataModule):
+    """Points on two concentric circles (label 1 = inner circle), split stratified into train and validation.
+
+    The data are drawn once from ``seed`` and held in memory; a batch is a single indexing of the
+    tensors (no per-sample collate). Validation and test run in one batch each: the sets are small.
+
+    Args:
+        n_samples: points drawn for training and validation together.
+        noise: standard deviation of the Gaussian noise added to the points (>= 0).
+        factor: inner radius / outer radius, in (0, 1).
+        val_fraction: share of the points held out for validation, stratified by class. ``0`` trains
+            on all points and validates on those same points, as the tutorial does.
+        batch_size: training batch size.
+        shuffle: reshuffle the training set each epoch (seeded by ``seed`` and the epoch); ``False``
+            keeps the fixed order of the tutorial.
+        standardize: scale inputs to zero mean and unit variance, with statistics of the training split.
+        seed: seed of the data draw and split, apart from the global seed that drives initialisation.
+        grid_size: points per side of the grid over the input plane used by ``predict``.
+    """
+
+    num_features = 2  # x and y of a point; linked to the model's input size by the CLI
+
+    def __init__(
+        self,
+        n_samples: int = 1000,
+        noise: float = 0.1,
+        factor: float = 0.5,
+        val_fraction: float = 0.2,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        standardize: bool = False,
+        seed: int = 0,
+        grid_size: int = 100,
+    ) -> None:
+        super().__init__()
+        _check(n_samples >= 2, "n_samples", n_samples, "an integer >= 2")
+        _check(noise >= 0, "noise", noise, "a number >= 0")
+        _check(0 < factor < 1, "factor", factor, "a number in (0, 1)")
+        _check(batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
+        _check(grid_size >= 2, "grid_size", grid_size, "an integer >= 2")
+        n_val = _validation_size(n_samples, val_fraction)
+        _check(
+            0 <= val_fraction < 1 and (val_fraction == 0 or 2 <= n_val <= n_samples - 2),
+            "val_fraction",
+            val_fraction,
+            f"0 (validate on the training points) or a fraction that leaves at least 2 of the"
+            f" {n_samples} points on each side of the split",
+        )
+        self.save_hyperparameters()
+        self._splits: dict[str, TensorDataset] = {}
+
+    def setup(self, stage: str) -> None:
+        if self._splits:
+            return
+        hp = self.hparams
+        x, y = make_circles(n_samples=hp.n_samples, noise=hp.noise, factor=hp.factor, random_state=hp.seed)
+        if hp.val_fraction == 0:
+            x_train, y_train, x_val, y_val = x, y, x, y
+        else:
+            x_train, x_val, y_train, y_val = train_test_split(
+                x, y, test_size=_validation_size(hp.n_samples, hp.val_fraction), stratify=y, random_state=hp.seed
+            )
+        # An independent draw of the same size, from a seed derived from (but never equal to) ``seed``.
+        test_seed = int(np.random.SeedSequence([hp.seed, 1]).generate_state(1)[0])
+        x_test, y_test = make_circles(n_samples=hp.n_samples, noise=hp.noise, factor=hp.factor, random_state=test_seed)
+
+        mean, std = (x_train.mean(0), x_train.std(0)) if hp.standardize else (0.0, 1.0)
+        self.grid = self._plane_grid(x)  # raw coordinates, for plotting predictions
+        self._splits = {
+            name: TensorDataset(_features((xs - mean) / std), torch.as_tensor(ys, dtype=torch.float32))
+            for name, (xs, ys) in {
+                "train": (x_train, y_train),
+                "val": (x_val, y_val),
+                "test": (x_test, y_test),
+            }.items()
+        }
+        self._splits["predict"] = TensorDataset(_features((self.grid.numpy() - mean) / std))
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = BatchIndexSampler(
+            len(self._splits["train"]), self.hparams.batch_size, shuffle=self.hparams.shuffle, seed=self.hparams.seed
+        )
+        return _batch_loader(self._splits["train"], sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._whole_split("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._whole_split("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._whole_split("predict")
+
+    def _whole_split(self, name: str) -> DataLoader:
+        n = len(self._splits[name])
+        return _batch_loader(self._splits[name], BatchIndexSampler(n, n, shuffle=False))
+
+    def _plane_grid(self, x: np.ndarray) -> torch.Tensor:
+        """A ``grid_size``² grid covering the data with a 10% margin, as (grid_size², 2) points."""
+        low, high = x.min(0), x.max(0)
+        margin = 0.1 * (high - low)
+        axes = [torch.linspace(lo - m, hi + m, self.hparams.grid_size) for lo, hi, m in zip(low, high, margin)]
+        xx, yy = torch.meshgrid(*axes, indexing="xy")
+        return torch.stack([xx.flatten(), yy.flatten()], dim=1).float()
+
+
+class BatchIndexSampler(Sampler[torch.Tensor]):
+    """Yields one index tensor per batch, so a DataLoader fetches a batch with a single tensor indexing.
+
+    With ``shuffle`` the order is a permutation seeded by ``seed`` and the epoch (set by Lightning
+    through ``set_epoch``), so runs are reproducible and each epoch differs.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.n)
+        return iter(order.split(self.batch_size))
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+
+def _batch_loader(dataset: TensorDataset, sampler: BatchIndexSampler) -> DataLoader:
+    # batch_size=None turns off automatic batching: each index tensor from the sampler fetches a whole batch.
+    return DataLoader(dataset, sampler=sampler, batch_size=None)
+
+
+def _features(x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float32)
+
+
+def _validation_size(n_samples: int, val_fraction: float) -> int:
+    return round(n_samples * val_fraction)
+
+
+def _check(ok: bool, name: str, value: object, accepted: str) -> None:
+    if not ok:
+        raise ValueError(f"invalid data.{name} {value!r}; expected {accepted}")

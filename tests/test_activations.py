@@ -1,0 +1,84 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import erf
+
+from lit_activations.activations import ACTIVATIONS, LeCunTanh, create_activation, get_activation
+
+# Independent references, written from each function's formula in NumPy (default parameters).
+SELU_SCALE, SELU_ALPHA = 1.0507009873554805, 1.6732632423543772
+FORMULAS = {
+    "identity": lambda x: x,
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "tanh": np.tanh,
+    "lecun_tanh": lambda x: 1.7159 * np.tanh(2 * x / 3),
+    "relu": lambda x: np.maximum(x, 0),
+    "relu6": lambda x: np.clip(x, 0, 6),
+    "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x),  # slope γ = 0.01 for x < 0, so f'(x) = γ > 0
+    "prelu": lambda x: np.where(x > 0, x, 0.25 * x),  # PReLU's slope starts at 0.25
+    "elu": lambda x: np.where(x > 0, x, np.exp(x) - 1),  # exponential, not logarithmic, for x < 0
+    "selu": lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(x) - 1)),
+    "gelu": lambda x: 0.5 * x * (1 + erf(x / math.sqrt(2))),
+    "silu": lambda x: x / (1 + np.exp(-x)),
+    "mish": lambda x: x * np.tanh(np.log1p(np.exp(x))),
+    "softplus": lambda x: np.log1p(np.exp(x)),
+}
+X = np.linspace(-8, 8, 1601)
+
+
+def test_every_activation_has_an_independent_reference():
+    assert set(FORMULAS) == set(ACTIVATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_values_match_formula(name):
+    out = create_activation(name).double()(torch.tensor(X, dtype=torch.float64))
+    np.testing.assert_allclose(out.detach().numpy(), FORMULAS[name](X), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_max_slope_is_sup_of_autograd_derivative(name):
+    x = torch.linspace(-20, 20, 400_001, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(create_activation(name).double()(x).sum(), x)
+    assert slope.abs().max().item() == pytest.approx(get_activation(name).max_slope, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_each_call_builds_a_new_module(name):
+    assert create_activation(name) is not create_activation(name)
+
+
+def test_parameters_reach_the_module():
+    x = torch.tensor([-2.0, 3.0])
+    assert create_activation("leaky_relu", negative_slope=0.2)(x).tolist() == pytest.approx([-0.4, 3.0])
+    assert create_activation("elu", alpha=2.0)(x).tolist() == pytest.approx([2 * (math.exp(-2) - 1), 3.0])
+
+
+def test_import_path_builds_any_module_class():
+    module = create_activation("torch.nn.Hardtanh", min_val=-2.0, max_val=2.0)
+    assert isinstance(module, torch.nn.Hardtanh)
+    assert module(torch.tensor([-5.0, 1.0, 5.0])).tolist() == [-2.0, 1.0, 2.0]
+    assert math.isnan(get_activation("torch.nn.Hardtanh").max_slope)  # unknown: measured where needed
+
+
+def test_lecun_tanh_gradient_matches_closed_form_derivative():
+    x = torch.linspace(-6, 6, 1201, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(LeCunTanh()(x).sum(), x)
+    t = np.tanh(2 * x.detach().numpy() / 3)
+    np.testing.assert_allclose(slope.numpy(), 1.7159 * 2 / 3 * (1 - t**2), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("relu7", {}, r"unknown activation 'relu7'; choose one of: elu, gelu, identity, leaky_relu, .*tanh"),
+        ("torch.nn.NoSuchThing", {}, r"no such class to import"),
+        ("math.pi", {}, r"'math.pi' is not a torch.nn.Module class"),
+        ("relu", {"negative_slope": 0.1}, r"activation 'relu' does not accept the arguments \{'negative_slope'"),
+    ],
+)
+def test_bad_activation_is_a_value_error(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        create_activation(name, **kwargs)
