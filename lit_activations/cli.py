@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
-from jsonargparse import set_parsing_settings
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -68,6 +68,4 @@ def cli_main(args: ArgsType = None) -> ActivationCLI:
 
 
 def _debug_mode() -> bool:
-    from jsonargparse._common import debug_mode_active  # noqa: PLC0415 (private, but the documented switch)
-
-    return debug_mode_active()
+    return bool(os.environ.get("JSONARGPARSE_DEBUG"))  # jsonargparse's documented switch for tracebacks

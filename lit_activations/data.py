@@ -112,10 +112,10 @@ class CirclesDataModule(LightningDataModule):
     def _plane_grid(self, x: np.ndarray) -> torch.Tensor:
         """A ``grid_size``² grid covering the data with a 10% margin, as (grid_size², 2) points."""
         low, high = x.min(0), x.max(0)
-        margin = 0.1 * (high - low)
-        axes = [torch.linspace(lo - m, hi + m, self.hparams.grid_size) for lo, hi, m in zip(low, high, margin)]
-        xx, yy = torch.meshgrid(*axes, indexing="xy")
-        return torch.stack([xx.flatten(), yy.flatten()], dim=1).float()
+        low, high = low - 0.1 * (high - low), high + 0.1 * (high - low)
+        n = self.hparams.grid_size
+        xx, yy = np.meshgrid(np.linspace(low[0], high[0], n), np.linspace(low[1], high[1], n))
+        return _features(np.stack([xx.ravel(), yy.ravel()], axis=1))
 
 
 class BatchIndexSampler(Sampler[torch.Tensor]):

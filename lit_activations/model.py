@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from itertools import pairwise
 from typing import Any, Literal
 
 import torch
@@ -22,8 +23,9 @@ class ActivationMLP(LightningModule):
     parameter per layer.
 
     Args:
-        activation: a registered name (see ``lit_activations.activations.ACTIVATIONS``) or the
-            import path of any ``torch.nn.Module`` class.
+        activation: a name from ``lit_activations.activations.ACTIVATIONS`` (identity, sigmoid,
+            tanh, lecun_tanh, relu, relu6, leaky_relu, prelu, elu, selu, gelu, silu, mish, softplus)
+            or the import path of any ``torch.nn.Module`` class, e.g. ``torch.nn.Hardtanh``.
         activation_args: keyword arguments of the activation, e.g. ``{negative_slope: 0.1}``.
         hidden_sizes: width of each hidden layer; the tutorial's network is ``[5, 5, 5, 5]``.
         init: weight initialisation of every linear layer: ``default`` keeps PyTorch's,
@@ -61,7 +63,7 @@ class ActivationMLP(LightningModule):
         self.optimizer, self.scheduler = optimizer, scheduler
 
         layers: list[nn.Module] = []
-        for n_in, n_out in zip([in_features, *hidden_sizes], hidden_sizes):
+        for n_in, n_out in pairwise([in_features, *hidden_sizes]):
             layers += [nn.Linear(n_in, n_out), create_activation(activation, **(activation_args or {}))]
         layers.append(nn.Linear(hidden_sizes[-1], 1))
         if output == "sigmoid":

@@ -71,7 +71,7 @@ def test_shuffled_order_is_seeded_and_changes_each_epoch():
     again = batches(loader)
     loader.sampler.set_epoch(1)
     second = batches(loader)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
     assert not torch.equal(first[0][0], second[0][0])
     assert torch.equal(torch.cat([b[1] for b in second]).sort().values, torch.cat([b[1] for b in first]).sort().values)
 

@@ -40,9 +40,14 @@ def test_user_activation_by_import_path():
     assert sum(isinstance(m, nn.Hardtanh) for m in model.modules()) == 4
 
 
-@pytest.mark.parametrize(("init", "std"), [("lecun_normal", lambda fan_in, fan_out: 1 / math.sqrt(fan_in)),
-                                           ("kaiming", lambda fan_in, fan_out: math.sqrt(2 / fan_in)),
-                                           ("xavier", lambda fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out)))])
+@pytest.mark.parametrize(
+    ("init", "std"),
+    [
+        ("lecun_normal", lambda fan_in, fan_out: 1 / math.sqrt(fan_in)),
+        ("kaiming", lambda fan_in, fan_out: math.sqrt(2 / fan_in)),
+        ("xavier", lambda fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out))),
+    ],
+)
 def test_init_draws_with_the_documented_spread(init, std):
     torch.manual_seed(0)
     model = ActivationMLP(activation="selu", hidden_sizes=[400, 300], init=init, in_features=500)
@@ -73,7 +78,8 @@ def test_sigmoid_output_gives_probabilities_and_bce():
     assert torch.equal(model.to_probabilities(out), out)
     logit_model = ActivationMLP()
     assert isinstance(logit_model.loss_fn, nn.BCEWithLogitsLoss)
-    assert torch.allclose(logit_model.to_probabilities(torch.tensor([0.0, 2.0])), torch.sigmoid(torch.tensor([0.0, 2.0])))
+    logits = torch.tensor([0.0, 2.0])
+    assert torch.allclose(logit_model.to_probabilities(logits), torch.sigmoid(logits))
 
 
 def test_optimizer_and_scheduler_are_injected():

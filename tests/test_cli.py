@@ -1,0 +1,143 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lit_activations.activations import ACTIVATIONS
+from lit_activations.cli import cli_main
+from lit_activations.data import CirclesDataModule
+from lit_activations.model import ActivationMLP
+
+from runs import CONFIGS, QUIET, REPO, fit, read_scalars
+
+
+def accuracy_on(split: str, checkpoint: Path, data: CirclesDataModule) -> float:
+    """Accuracy of a checkpoint on a split, computed here without Lightning's loops or torchmetrics."""
+    model = ActivationMLP.load_from_checkpoint(checkpoint)
+    x, y = data._splits[split].tensors
+    with torch.no_grad():
+        return ((model.to_probabilities(model(x)) > 0.5).float() == y).float().mean().item()
+
+
+@pytest.mark.slow
+def test_fit_command_writes_a_run_with_config_and_validation_accuracy(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_activations", "fit", "--model.activation=tanh", "--trainer.max_epochs=2", *QUIET],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "logs" / "tanh" / "version_0"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["seed_everything"] == 0 and config["model"]["activation"] == "tanh"
+    val_acc = read_scalars(run)["val/acc"]
+    assert len(val_acc) == 2
+    (checkpoint,) = (run / "checkpoints").glob("*.ckpt")
+    data = CirclesDataModule(**config["data"])
+    data.setup("fit")
+    assert val_acc[-1][1] == pytest.approx(accuracy_on("val", checkpoint, data), abs=1e-6)
+
+
+def test_same_command_twice_makes_a_new_version(tmp_path):
+    for _ in range(2):
+        fit("--model.activation=relu6", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
+    runs = sorted(p.name for p in (tmp_path / "logs" / "relu6").iterdir())
+    assert runs == ["version_0", "version_1"]
+    assert all((tmp_path / "logs" / "relu6" / r / "config.yaml").exists() for r in runs)
+
+
+def test_import_path_activation_runs_under_its_class_name(tmp_path):
+    fit("--model.activation=torch.nn.Hardtanh", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1")
+    assert (tmp_path / "logs" / "hardtanh" / "version_0" / "config.yaml").exists()
+
+
+def test_validate_test_and_predict_use_a_fitted_checkpoint(tmp_path):
+    common = ["--model.activation=relu", "--data.grid_size=10", *QUIET]
+    cli = cli_main(["fit", *common, "--trainer.max_epochs=3"])
+    checkpoint = cli.trainer.checkpoint_callback.best_model_path
+    data = cli.datamodule
+
+    cli_main(["test", *common, f"--ckpt_path={checkpoint}"])
+    test_acc = read_scalars(tmp_path / "logs" / "relu" / "version_1")["test/acc"]
+    assert test_acc[0][1] == pytest.approx(accuracy_on("test", checkpoint, data), abs=1e-6)
+
+    cli_main(["validate", *common, f"--ckpt_path={checkpoint}"])
+    val_acc = read_scalars(tmp_path / "logs" / "relu" / "version_2")["val/acc"]
+    assert val_acc[0][1] == pytest.approx(accuracy_on("val", checkpoint, data), abs=1e-6)
+
+    predicted = cli_main(["predict", *common, f"--ckpt_path={checkpoint}"]).trainer.predict_loop.predictions
+    model = ActivationMLP.load_from_checkpoint(checkpoint)
+    (grid,) = data._splits["predict"].tensors
+    assert predicted[0].shape == (100,)
+    torch.testing.assert_close(predicted[0], model.to_probabilities(model(grid)).detach())
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_config_passes_print_config(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["seed_everything"] == 0
+    assert printed["trainer"]["logger"]["init_args"]["save_dir"] == "logs"
+
+
+def test_configs_stack_and_flags_override_them(capsys):
+    tutorial = str(REPO / "configs" / "tutorial.yaml")
+    args = ["--config", tutorial, "--data.batch_size=64", "--model.activation=leaky_relu"]
+    with pytest.raises(SystemExit):
+        cli_main(["fit", *args, "--model.activation_args={negative_slope: 0.2}", "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["max_epochs"] == 300 and printed["model"]["output"] == "sigmoid"
+    assert printed["model"]["optimizer"]["init_args"]["lr"] == 1e-4
+    assert printed["data"]["batch_size"] == 64
+    assert printed["model"]["activation_args"] == {"negative_slope": 0.2}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.activation=relu7"], "unknown activation 'relu7'; choose one of: elu, gelu, identity, leaky_relu"),
+        (["--model.hidden_sizes=[]"], "invalid model.hidden_sizes []; expected a non-empty list of integers >= 1"),
+        (["--model.hidden_sizes=[5, -1]"], "invalid model.hidden_sizes [5, -1]"),
+        (["--data.noise=-0.5"], "invalid data.noise -0.5; expected a number >= 0"),
+        (["--data.factor=1.2"], "invalid data.factor 1.2; expected a number in (0, 1)"),
+        (["--data.val_fraction=1"], "invalid data.val_fraction 1.0; expected 0 (validate on the training points)"),
+        (["--data.val_fraction=0.0001"], "invalid data.val_fraction 0.0001"),
+        (["--data.batch_size=0"], "invalid data.batch_size 0; expected an integer >= 1"),
+        (["--data.batch_size=many"], "Parser key \"data.batch_size\": Expected a <class 'int'>. Got value: many"),
+        (["--config=missing.yaml"], 'Parser key "config": File does not exist'),
+        (["--model.init=orthogonal"], 'Parser key "model.init"'),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        fit(*args)
+    assert exit_info.value.code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and message in last_line
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.slow
+def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "JSONARGPARSE_DEBUG"}
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_activations", "fit", "--model.activation=swish7"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error: unknown activation 'swish7'; choose one of:" in result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_help_lists_every_registered_activation(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(name in help_text for name in ACTIVATIONS)
+    assert "--data.val_fraction" in help_text and "--model.hidden_sizes" in help_text
