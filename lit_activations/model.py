@@ -86,7 +86,7 @@ class ActivationMLP(LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self.loss_fn(self(x), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -108,7 +108,7 @@ class ActivationMLP(LightningModule):
         x, y = batch
         out = self(x)
         accuracy(self.to_probabilities(out), y)
-        self.log(f"{stage}/loss", self.loss_fn(out, y), prog_bar=True, batch_size=len(x))
+        self.log(f"{stage}/loss", self.loss_fn(out, y), prog_bar=True, batch_size=len(x), sync_dist=True)
         self.log(f"{stage}/acc", accuracy, prog_bar=True, batch_size=len(x))
 
 
