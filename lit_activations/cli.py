@@ -6,11 +6,13 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from lit_activations.callbacks import ActivationMonitor
 from lit_activations.data import CirclesDataModule
 from lit_activations.model import ActivationMLP
 
@@ -32,8 +34,13 @@ class ActivationCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ActivationMonitor, "monitor", subclass_mode=True, required=False)
         parser.link_arguments("data.num_features", "model.in_features", apply_on="instantiate")
         parser.link_arguments("model.activation", "trainer.logger.init_args.name", compute_fn=run_name)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
+        # `--monitor=null` leaves None among the callbacks LightningCLI collects (cli.py, instantiate_trainer).
+        return super()._instantiate_trainer(config, [c for c in callbacks if c is not None])
 
     def instantiate_classes(self) -> None:
         try:
@@ -58,8 +65,11 @@ def run_name(activation: str) -> str:
     return activation.rpartition(".")[2].lower() if "." in activation else activation
 
 
-def cli_main(args: ArgsType = None) -> ActivationCLI:
-    """Run the CLI; ``args`` (a list of strings) replaces ``sys.argv[1:]``, which tests use."""
+def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:
+    """Run the CLI; ``args`` (a list of strings) replaces ``sys.argv[1:]``, as tests and scripts do.
+
+    ``cli_kwargs`` go to ``LightningCLI``, e.g. ``trainer_defaults={"callbacks": [...]}`` from a script.
+    """
     defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
     return ActivationCLI(
         ActivationMLP,
@@ -68,6 +78,7 @@ def cli_main(args: ArgsType = None) -> ActivationCLI:
         parser_kwargs={subcommand: defaults for subcommand in SUBCOMMANDS},
         args=args,
         auto_configure_optimizers=False,  # the model takes its optimizer and scheduler as arguments
+        **cli_kwargs,
     )
 
 

@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from lit_activations.activations import ACTIVATIONS
+from lit_activations.callbacks import ActivationMonitor
 from lit_activations.cli import cli_main
 from lit_activations.data import CirclesDataModule
 from lit_activations.model import ActivationMLP
@@ -33,8 +34,10 @@ def test_fit_command_writes_a_run_with_config_and_validation_accuracy(tmp_path):
     run = tmp_path / "logs" / "tanh" / "version_0"
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["seed_everything"] == 0 and config["model"]["activation"] == "tanh"
-    val_acc = read_scalars(run)["val/acc"]
+    scalars = read_scalars(run)
+    val_acc = scalars["val/acc"]
     assert len(val_acc) == 2
+    assert {"saturation/net.1", "dead_units/net.7", "grad_norm/net.0.weight", "vanishing_ratio/epoch"} <= set(scalars)
     (checkpoint,) = (run / "checkpoints").glob("*.ckpt")
     data = CirclesDataModule(**config["data"])
     data.setup("fit")
@@ -47,6 +50,16 @@ def test_same_command_twice_makes_a_new_version(tmp_path):
     runs = sorted(p.name for p in (tmp_path / "logs" / "relu6").iterdir())
     assert runs == ["version_0", "version_1"]
     assert all((tmp_path / "logs" / "relu6" / r / "config.yaml").exists() for r in runs)
+
+
+def test_monitor_is_configurable_and_can_be_turned_off(tmp_path):
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    cli = fit("--model.activation=elu", "--monitor.epsilon=0.2", *short)
+    (monitor,) = [c for c in cli.trainer.callbacks if isinstance(c, ActivationMonitor)]
+    assert monitor.epsilon == 0.2
+    cli = fit("--model.activation=elu", "--monitor=null", *short)
+    assert not any(isinstance(c, ActivationMonitor) for c in cli.trainer.callbacks)
+    assert not any(tag.startswith("grad_norm/") for tag in read_scalars(cli.trainer.logger.log_dir))
 
 
 def test_import_path_activation_runs_under_its_class_name(tmp_path):

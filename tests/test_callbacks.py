@@ -1,0 +1,238 @@
+"""ActivationMonitor on a model of the test's own, with values known in advance."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_activations.callbacks import ActivationMonitor
+
+from runs import REPO, fit, read_scalars
+
+X = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+Y = (X.norm(dim=1) < 1).float()
+
+
+class Cube(nn.Module):
+    """A user's own activation the monitor has never heard of: f(z) = z³, f'(z) = 3z²."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z**3
+
+
+class Regressor(LightningModule):
+    """Not our model: an arbitrary ``body`` trained with MSE and plain SGD."""
+
+    def __init__(self, body: nn.Module, lr: float = 0.0, fail_in_validation: bool = False) -> None:
+        super().__init__()
+        self.body, self.lr, self.fail_in_validation = body, lr, fail_in_validation
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self.body(x).squeeze(-1), y)
+
+    def validation_step(self, batch, batch_idx):
+        if self.fail_in_validation and not self.trainer.sanity_checking:
+            raise RuntimeError("boom in validation")
+        x, y = batch
+        self.log("val/loss", nn.functional.mse_loss(self.body(x).squeeze(-1), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def linear(n_in: int, n_out: int, weight: float | torch.Tensor, bias: float | torch.Tensor) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight).expand(n_out, n_in))
+        layer.bias.copy_(torch.as_tensor(bias).expand(n_out))
+    return layer
+
+
+def run(model: LightningModule, tmp_path, batch_size: int = 64, epochs: int = 1, log_every: int = 1, **monitor):
+    monitor = ActivationMonitor(**monitor)
+    trainer = Trainer(
+        max_epochs=epochs, logger=TensorBoardLogger(tmp_path, name="run"), callbacks=[monitor],
+        log_every_n_steps=log_every, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    loader = DataLoader(TensorDataset(X, Y), batch_size=batch_size)
+    trainer.fit(model, loader, DataLoader(TensorDataset(X, Y), batch_size=16))
+    return trainer, monitor
+
+
+def last(scalars, tag: str) -> float:
+    return scalars[tag][-1][1]
+
+
+def no_hooks_left(model: nn.Module) -> bool:
+    return all(not m._forward_hooks for m in model.modules())
+
+
+def test_relu_with_bias_minus_100_is_dead_and_saturated(tmp_path):
+    model = Regressor(nn.Sequential(linear(2, 4, 0.01, -100.0), nn.ReLU(), nn.Linear(4, 1)))
+    trainer, _ = run(model, tmp_path)
+    scalars = read_scalars(trainer.logger.log_dir)
+    assert last(scalars, "saturation/body.1") == 1.0
+    assert last(scalars, "dead_units/body.1") == 1.0
+    assert last(scalars, "activation_mean/body.1") == 0.0 and last(scalars, "activation_std/body.1") == 0.0
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.Sigmoid])
+def test_huge_weights_saturate_tanh_and_sigmoid(activation, tmp_path):
+    model = Regressor(nn.Sequential(linear(2, 8, 1000.0, 0.0), activation(), nn.Linear(8, 1)))
+    scalars = read_scalars(run(model, tmp_path)[0].logger.log_dir)
+    assert last(scalars, "saturation/body.1") > 0.99
+
+
+def test_identity_never_saturates_and_its_moments_are_the_preactivations(tmp_path):
+    first = nn.Linear(2, 3)
+    model = Regressor(nn.Sequential(first, nn.Identity(), nn.Linear(3, 1)))
+    scalars = read_scalars(run(model, tmp_path)[0].logger.log_dir)
+    z = (X.numpy() @ first.weight.detach().numpy().T + first.bias.detach().numpy()).astype(np.float64)
+    assert last(scalars, "saturation/body.1") == 0.0 and last(scalars, "dead_units/body.1") == 0.0
+    assert last(scalars, "activation_mean/body.1") == pytest.approx(z.mean(), abs=1e-6)
+    assert last(scalars, "activation_std/body.1") == pytest.approx(z.std(), rel=1e-5)
+
+
+def test_users_own_activation_found_by_name_pattern_uses_its_autograd_slope(tmp_path):
+    first = linear(2, 4, torch.tensor([3.0, -2.0]), 0.5)
+    model = Regressor(nn.Sequential(first, Cube(), nn.Linear(4, 1)))
+    scalars = read_scalars(run(model, tmp_path, activation_pattern=r"body\.1", epsilon=0.05)[0].logger.log_dir)
+    z = X.double().numpy() @ np.array([3.0, -2.0]) + 0.5  # every unit computes the same z
+    sup = 3 * 20.0**2  # sup |3z²| on the monitor's grid [-20, 20]
+    assert last(scalars, "saturation/body.1") == pytest.approx(np.mean(3 * z**2 < 0.05 * sup), abs=1e-7)
+
+
+def test_logged_gradients_equal_a_hand_computation(tmp_path):
+    body = nn.Sequential(nn.Linear(2, 3), nn.Identity(), nn.Linear(3, 1))
+    w1, b1, w2, b2 = (p.detach().double().numpy().copy() for p in body.parameters())
+    trainer, _ = run(Regressor(body), tmp_path, batch_size=32)  # lr 0: two steps on the same weights
+
+    x, y = X.double().numpy(), Y.double().numpy()
+    expected = {}
+    for step, rows in enumerate((slice(0, 32), slice(32, 64))):
+        xb, yb = x[rows], y[rows]
+        h = xb @ w1.T + b1
+        d_out = 2 / len(xb) * ((h @ w2.T + b2)[:, 0] - yb)[:, None]  # dL/dŷ of the mean squared error
+        d_h = d_out @ w2
+        expected[step] = {"body.0.weight": d_h.T @ xb, "body.0.bias": d_h.sum(0),
+                          "body.2.weight": d_out.T @ h, "body.2.bias": d_out.sum(0)}  # fmt: skip
+
+    scalars = read_scalars(trainer.logger.log_dir)
+    for step in (0, 1):
+        for name, grad in expected[step].items():
+            assert dict(scalars[f"grad_norm/{name}"])[step] == pytest.approx(np.linalg.norm(grad), rel=1e-5)
+            if name.endswith(".weight"):
+                assert dict(scalars[f"grad_mean_abs/{name}"])[step] == pytest.approx(np.abs(grad).mean(), rel=1e-5)
+        first, last_ = (np.abs(expected[step][n]).mean() for n in ("body.0.weight", "body.2.weight"))
+        assert dict(scalars["vanishing_ratio/step"])[step] == pytest.approx(math.log10(first / last_), abs=1e-5)
+    assert not any(tag.startswith("grad_mean_abs") and tag.endswith(".bias") for tag in scalars)
+    for name in ("body.0.weight", "body.2.weight"):
+        epoch_mean = (np.abs(expected[0][name]).mean() + np.abs(expected[1][name]).mean()) / 2
+        assert scalars[f"grad_mean_abs_epoch/{name}"][0][1] == pytest.approx(epoch_mean, rel=1e-5)
+
+
+def test_histograms_of_preactivations_and_gradients(tmp_path):
+    model = Regressor(nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)))
+    trainer, _ = run(model, tmp_path, epochs=3, batch_size=16, histogram_every_n_epochs=2)
+    events = EventAccumulator(trainer.logger.log_dir, size_guidance={"histograms": 0})
+    events.Reload()
+    assert {"preactivation/body.1", "grad/body.0.weight", "grad/body.2.bias"} <= set(events.Tags()["histograms"])
+    pre = events.Histograms("preactivation/body.1")
+    assert [h.step for h in pre] == [4, 12]  # epochs 0 and 2, after 4 steps each
+    assert pre[0].histogram_value.num == 64 * 4  # the whole probe set, every unit
+
+
+def test_sigmoid_gradients_vanish_and_relus_do_not():
+    """The tutorial's finding, from a real short run of the tutorial configuration."""
+    ratio = {}
+    for activation in ("sigmoid", "relu"):
+        cli = fit("--config", str(REPO / "configs" / "tutorial.yaml"), f"--model.activation={activation}",
+                  "--trainer.max_epochs=3", "--trainer.enable_checkpointing=false")  # fmt: skip
+        scalars = read_scalars(cli.trainer.logger.log_dir)
+        first, last_ = (
+            last(scalars, "grad_mean_abs_epoch/net.0.weight"),
+            last(scalars, "grad_mean_abs_epoch/net.8.weight"),
+        )
+        ratio[activation] = math.log10(first / last_)
+        assert last(scalars, "vanishing_ratio/epoch") == pytest.approx(ratio[activation], abs=1e-4)
+    assert ratio["sigmoid"] < -3  # the first layer gets a thousandth of the last layer's gradient
+    assert ratio["relu"] > -2 and ratio["relu"] - ratio["sigmoid"] > 1.5
+
+
+def test_no_hook_stays_after_fit_validate_or_an_exception(tmp_path):
+    model = Regressor(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1)))
+    trainer, _ = run(model, tmp_path)
+    assert no_hooks_left(model)
+    trainer.validate(model, DataLoader(TensorDataset(X, Y), batch_size=16))
+    assert no_hooks_left(model)
+    assert "saturation/body.1" in read_scalars(trainer.logger.log_dir)
+
+    failing = Regressor(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1)), fail_in_validation=True)
+    seen_hooks = []
+    original = failing.validation_step
+
+    def spy(*args):
+        seen_hooks.append(not no_hooks_left(failing))  # the hooks were really there while validating
+        return original(*args)
+
+    failing.validation_step = spy
+    with pytest.raises(RuntimeError, match="boom in validation"):
+        run(failing, tmp_path)
+    assert seen_hooks == [True] and no_hooks_left(failing)
+
+
+def test_no_host_sync_on_steps_that_do_not_log(tmp_path, monkeypatch):
+    model = Regressor(nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)), lr=0.1)
+    monitor_calls = {"quiet": 0, "logging": 0}
+    original = ActivationMonitor.on_before_optimizer_step
+
+    def guarded(self, trainer, pl_module, optimizer):
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            monitor_calls["logging"] += 1
+            return original(self, trainer, pl_module, optimizer)
+        monitor_calls["quiet"] += 1
+        with monkeypatch.context() as patch:
+            for method in ("item", "tolist", "cpu", "numpy", "__float__", "__bool__", "__int__"):
+                patch.setattr(torch.Tensor, method, _forbidden(method))
+            return original(self, trainer, pl_module, optimizer)
+
+    monkeypatch.setattr(ActivationMonitor, "on_before_optimizer_step", guarded)
+    run(model, tmp_path, batch_size=8, log_every=4, histogram_every_n_epochs=0)
+    assert monitor_calls == {"quiet": 6, "logging": 2}
+
+
+def _forbidden(method: str):
+    def call(*args, **kwargs):
+        raise AssertionError(f"Tensor.{method} (a host-device sync) on a step that does not log")
+
+    return call
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"epsilon": 0.0}, ValueError, r"invalid ActivationMonitor epsilon 0.0; expected a number in \(0, 1\)"),
+        ({"every_n_epochs": 0}, ValueError, r"invalid ActivationMonitor every_n_epochs 0; expected an integer >= 1"),
+        ({"histogram_every_n_epochs": -1}, ValueError, r"histogram_every_n_epochs -1; expected an integer >= 0"),
+        ({"layer_types": ["torch.nn.Linearr"]}, ValueError, r"layer_types entry 'torch.nn.Linearr'; expected the"),
+    ],
+)
+def test_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ActivationMonitor(**kwargs)
+
+
+def test_setup_errors_name_the_fix(tmp_path):
+    trainer = Trainer(logger=False, callbacks=[ActivationMonitor()], max_epochs=1, enable_progress_bar=False)
+    with pytest.raises(RuntimeError, match="Cannot use `ActivationMonitor` with a Trainer that has no logger"):
+        trainer.fit(Regressor(nn.Sequential(nn.Linear(2, 1))), DataLoader(TensorDataset(X, Y), batch_size=64))
+    with pytest.raises(RuntimeError, match=r"found no layer of types \['Conv2d'\] and no activation in Regressor"):
+        run(Regressor(nn.Sequential(nn.Linear(2, 1))), tmp_path, layer_types=["torch.nn.Conv2d"], activation_types=[])

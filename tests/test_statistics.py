@@ -1,0 +1,43 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lit_activations import statistics as stats
+from lit_activations.activations import ACTIVATIONS, create_activation
+
+
+def test_units_are_dimension_1_and_the_rest_are_samples():
+    slopes = torch.zeros(2, 3, 4, 4)  # (B, C, H, W): 3 units, 2·4·4 = 32 samples each
+    slopes[:, 1] = 1.0
+    assert stats.small_slope_counts(slopes, threshold=0.5).tolist() == [32, 0, 32]
+
+
+def test_vanishing_ratio_when_a_layer_has_no_gradient():
+    assert stats.vanishing_ratio(0.0, 1e-3) == -math.inf
+    assert math.isnan(stats.vanishing_ratio(1e-3, 0.0))
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_measured_max_slope_equals_the_registrys_closed_form(name):
+    assert stats.max_slope(create_activation(name), n_units=3) == pytest.approx(ACTIVATIONS[name].max_slope, rel=1e-3)
+
+
+def test_max_slope_follows_the_activations_parameters():
+    assert stats.max_slope(nn.ELU(alpha=2.0), n_units=1) == pytest.approx(2.0, rel=1e-3)
+    assert stats.max_slope(nn.LeakyReLU(negative_slope=3.0), n_units=1) == pytest.approx(3.0)
+
+
+def test_local_slopes_inside_inference_mode_and_per_channel_prelu():
+    prelu = nn.PReLU(num_parameters=2, init=0.1)
+    with torch.inference_mode():
+        z = torch.tensor([[-1.0, 2.0], [3.0, -4.0]])
+        torch.testing.assert_close(stats.local_slopes(prelu, z), torch.tensor([[0.1, 1.0], [1.0, 0.1]]))
+
+
+def test_fractions_and_moments_from_counts():
+    assert stats.saturation_fraction([0, 0, 0], n_samples=10) == 0.0
+    assert stats.dead_unit_fraction([10, 10, 3], n_samples=10) == pytest.approx(2 / 3)
+    mean, std = stats.mean_and_std(total=4.0, total_sq=8.0, count=2)  # values 2 and 2
+    assert (mean, std) == (2.0, 0.0)
