@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch
+import yaml
+from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from lit_activations.callbacks import ActivationMonitor
 from lit_activations.data import CirclesDataModule
+from lit_activations.divergence import DivergenceGuard, TrainingDiverged
+from lit_activations.logger import TensorBoardRunLogger
 from lit_activations.model import ActivationMLP
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run: noise, not the user's concern.
@@ -35,28 +43,72 @@ class ActivationCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ActivationMonitor, "monitor", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(DivergenceGuard, "guard", subclass_mode=True, required=False)
         parser.link_arguments("data.num_features", "model.in_features", apply_on="instantiate")
         parser.link_arguments("model.activation", "trainer.logger.init_args.name", compute_fn=run_name)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
+        if config.get("enable_checkpointing") is False and config.get("callbacks"):
+            # `--trainer.enable_checkpointing=false` also drops the ModelCheckpoint of defaults.yaml,
+            # which Lightning would otherwise reject as a contradiction.
+            config["callbacks"] = [c for c in config["callbacks"] if not isinstance(c, ModelCheckpoint)]
         # `--monitor=null` leaves None among the callbacks LightningCLI collects (cli.py, instantiate_trainer).
         return super()._instantiate_trainer(config, [c for c in callbacks if c is not None])
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        argv = sys.argv[1:] if args is None else args
+        _CONFIG_FILES.set(_config_files(argv) if isinstance(argv, list) else ())
+        super().parse_arguments(parser, args)
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand == "fit" and self.config.fit.ckpt_path:
+            self._resume_in_place(self.config.fit)
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
+            if isinstance(self.datamodule, CirclesDataModule):
+                self.datamodule.check_world_size(self.trainer.world_size)
         except (ValueError, TypeError, MisconfigurationException) as err:
             # The classes validate their arguments in __init__; report like a parse error.
             self.parser.error(str(err), err)
 
+    def _resume_in_place(self, config: Namespace) -> None:
+        """Point the logger at the run directory of the checkpoint, so a resumed run continues its own logs.
+
+        ``--ckpt_path last`` takes the newest ``last.ckpt`` among this activation's runs; a path inside
+        ``<save_dir>/<activation>/version_<n>/checkpoints/`` continues ``version_<n>``. Events that the
+        interrupted run wrote after the checkpoint's step are purged from TensorBoard's view.
+        """
+        logger = config.trainer.logger
+        if not (isinstance(logger, Namespace) and logger.class_path.endswith(TensorBoardRunLogger.__name__)):
+            return
+        runs = Path(logger.init_args.save_dir) / logger.init_args.name
+        if config.ckpt_path == "last":
+            candidates = list(runs.glob("version_*/checkpoints/last*.ckpt"))
+            if not candidates:
+                return  # Lightning warns that there is nothing to resume and starts afresh
+            checkpoint = max(candidates, key=lambda path: path.stat().st_mtime)
+        else:
+            checkpoint = Path(config.ckpt_path)
+            if checkpoint.parent.name != "checkpoints" or checkpoint.parents[2].resolve() != runs.resolve():
+                return  # a checkpoint from elsewhere: continue training in a new run directory
+        run_dir = checkpoint.parents[1]
+        version = run_dir.name.removeprefix("version_")
+        logger.init_args.version = int(version) if version.isdigit() else run_dir.name
+        step = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+        logger.init_args.purge_step = step + 1
+        self.save_config_kwargs["overwrite"] = True  # the run's config.yaml now records the resuming command
+
 
 class TerseArgumentParser(LightningArgumentParser):
-    """Reports an error in one line instead of the whole usage text above it."""
+    """Reports an error in one line, naming the config file it comes from, instead of the usage text."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or _debug_mode():
             super().error(message, ex)
-        sys.stderr.write(f"error: {' '.join(message.split())} (see --help)\n")
+        message = " ".join(message.split())
+        sys.stderr.write(f"error: {_name_config_file(message, _CONFIG_FILES.get())}{message} (see --help)\n")
         sys.exit(2)
 
 
@@ -69,7 +121,16 @@ def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:
     """Run the CLI; ``args`` (a list of strings) replaces ``sys.argv[1:]``, as tests and scripts do.
 
     ``cli_kwargs`` go to ``LightningCLI``, e.g. ``trainer_defaults={"callbacks": [...]}`` from a script.
+    A diverged run ends with its one-line message and exit status 1.
     """
+    try:
+        return _run_cli(args, **cli_kwargs)
+    except TrainingDiverged as err:
+        sys.stderr.write(f"error: {err}\n")
+        sys.exit(1)
+
+
+def _run_cli(args: ArgsType, **cli_kwargs: Any) -> ActivationCLI:
     defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
     return ActivationCLI(
         ActivationMLP,
@@ -80,6 +141,55 @@ def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:
         auto_configure_optimizers=False,  # the model takes its optimizer and scheduler as arguments
         **cli_kwargs,
     )
+
+
+# The --config files of the command being parsed, so that an error can name the file it comes from.
+_CONFIG_FILES: ContextVar[tuple[str, ...]] = ContextVar("config_files", default=())
+
+
+def _config_files(argv: list[str]) -> tuple[str, ...]:
+    files = []
+    for flag, value in zip(argv, [*argv[1:], None], strict=True):
+        if flag in ("-c", "--config") and value is not None:
+            files.append(value)
+        elif flag.startswith("--config="):
+            files.append(flag.removeprefix("--config="))
+    return tuple(files)
+
+
+def _name_config_file(message: str, files: tuple[str, ...]) -> str:
+    """``"in FILE: "`` for the config file an error message is about, or ``""`` if none can be told."""
+    contents = {}
+    for path in files:
+        try:
+            contents[path] = yaml.safe_load(Path(path).read_text())
+        except OSError:
+            continue
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            return (
+                f"in {path}: invalid YAML"
+                + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else "")
+                + ": "
+            )
+    key = re.search(r"option '([\w.]+)'|Parser key \"([\w.]+)\"", message)
+    if key:
+        for path, content in reversed(contents.items()):  # the last file to set a key is the one that counts
+            if (key.group(1) or key.group(2)) in _dotted_keys(content):
+                return f"in {path}: "
+    return ""
+
+
+def _dotted_keys(content: object, prefix: str = "") -> set[str]:
+    if not isinstance(content, dict):
+        return set()
+    keys = set()
+    for name, value in content.items():
+        dotted = f"{prefix}{name}"
+        keys |= {dotted, *_dotted_keys(value, prefix=f"{dotted}.")}
+        if name == "init_args":  # jsonargparse also names `model.optimizer.init_args.lr` as `model.optimizer.lr`
+            keys |= _dotted_keys(value, prefix=prefix)
+    return keys
 
 
 def _debug_mode() -> bool:

@@ -18,13 +18,18 @@ class CirclesDataModule(LightningDataModule):
     The data are drawn once from ``seed`` and held in memory; a batch is a single indexing of the
     tensors (no per-sample collate). Validation and test run in one batch each: the sets are small.
 
+    ``batch_size`` is the global batch. On several devices each rank takes its slice of every
+    global batch (the data module shards itself, so set ``use_distributed_sampler=False``: Lightning's
+    DistributedSampler would reshuffle and re-batch), which keeps the batch order, and so the
+    experiment, the same whatever the device count.
+
     Args:
         n_samples: points drawn for training and validation together.
         noise: standard deviation of the Gaussian noise added to the points (>= 0).
         factor: inner radius / outer radius, in (0, 1).
         val_fraction: share of the points held out for validation, stratified by class. ``0`` trains
             on all points and validates on those same points, as the tutorial does.
-        batch_size: training batch size.
+        batch_size: training batch size over all devices together; must divide by their number.
         shuffle: reshuffle the training set each epoch (seeded by ``seed`` and the epoch); ``False``
             keeps the fixed order of the tutorial.
         standardize: scale inputs to zero mean and unit variance, with statistics of the training split.
@@ -90,9 +95,26 @@ class CirclesDataModule(LightningDataModule):
         }
         self._splits["predict"] = TensorDataset(_features((self.grid.numpy() - mean) / std))
 
+    def check_world_size(self, world_size: int) -> None:
+        """Raise if the global batch cannot be split evenly across ``world_size`` processes."""
+        _check(
+            self.hparams.batch_size % world_size == 0,
+            "batch_size",
+            self.hparams.batch_size,
+            f"a multiple of the number of processes ({world_size}): it is the global batch, split evenly across them",
+        )
+
     def train_dataloader(self) -> DataLoader:
+        rank, world_size = self._rank_and_world_size()
+        self.check_world_size(world_size)
+        hp = self.hparams
         sampler = BatchIndexSampler(
-            len(self._splits["train"]), self.hparams.batch_size, shuffle=self.hparams.shuffle, seed=self.hparams.seed
+            len(self._splits["train"]),
+            hp.batch_size,
+            shuffle=hp.shuffle,
+            seed=hp.seed,
+            rank=rank,
+            world_size=world_size,
         )
         return _batch_loader(self._splits["train"], sampler)
 
@@ -107,7 +129,14 @@ class CirclesDataModule(LightningDataModule):
 
     def _whole_split(self, name: str) -> DataLoader:
         n = len(self._splits[name])
-        return _batch_loader(self._splits[name], BatchIndexSampler(n, n, shuffle=False))
+        rank, world_size = self._rank_and_world_size()
+        return _batch_loader(
+            self._splits[name], BatchIndexSampler(n, n, shuffle=False, rank=rank, world_size=world_size)
+        )
+
+    def _rank_and_world_size(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _plane_grid(self, x: np.ndarray) -> torch.Tensor:
         """A ``grid_size``² grid covering the data with a 10% margin, as (grid_size², 2) points."""
@@ -122,25 +151,35 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
     """Yields one index tensor per batch, so a DataLoader fetches a batch with a single tensor indexing.
 
     With ``shuffle`` the order is a permutation seeded by ``seed`` and the epoch (set by Lightning
-    through ``set_epoch``), so runs are reproducible and each epoch differs.
+    through ``set_epoch``), so runs are reproducible and each epoch differs. With ``world_size`` > 1,
+    every global batch of ``batch_size`` indices is cut into ``world_size`` contiguous slices and
+    this rank yields its own; a last global batch with fewer indices than ranks is dropped, so every
+    rank runs the same number of steps.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(
+        self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        # A generator, so the order is drawn at the first batch: when Lightning resumes a run it
+        # creates the iterator first and calls set_epoch after, which would otherwise be too late.
         if self.shuffle:
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.n)
-        return iter(order.split(self.batch_size))
+        batches = order.split(self.batch_size)
+        yield from (batch.tensor_split(self.world_size)[self.rank] for batch in batches[: len(self)])
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (rest >= self.world_size)
 
 
 def _batch_loader(dataset: TensorDataset, sampler: BatchIndexSampler) -> DataLoader:

@@ -38,7 +38,7 @@ def test_fit_command_writes_a_run_with_config_and_validation_accuracy(tmp_path):
     val_acc = scalars["val/acc"]
     assert len(val_acc) == 2
     assert {"saturation/net.1", "dead_units/net.7", "grad_norm/net.0.weight", "vanishing_ratio/epoch"} <= set(scalars)
-    (checkpoint,) = (run / "checkpoints").glob("*.ckpt")
+    (checkpoint,) = (run / "checkpoints").glob("epoch=*.ckpt")
     data = CirclesDataModule(**config["data"])
     data.setup("fit")
     assert val_acc[-1][1] == pytest.approx(accuracy_on("val", checkpoint, data), abs=1e-6)
@@ -124,6 +124,10 @@ def test_configs_stack_and_flags_override_them(capsys):
         (["--data.batch_size=many"], "Parser key \"data.batch_size\": Expected a <class 'int'>. Got value: many"),
         (["--config=missing.yaml"], 'Parser key "config": File does not exist'),
         (["--model.init=orthogonal"], 'Parser key "model.init"'),
+        (
+            ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--data.batch_size=33"],
+            "invalid data.batch_size 33; expected a multiple of the number of processes (2)",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys):
@@ -154,3 +158,25 @@ def test_help_lists_every_registered_activation(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert all(name in help_text for name in ACTIVATIONS)
     assert "--data.val_fraction" in help_text and "--model.hidden_sizes" in help_text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("trainer:\n  max_epochs: [3\n", "in broken.yaml: invalid YAML at line 3, column 1: Problems parsing config"),
+        ("trainer:\n  max_epoch: 3\n", "in broken.yaml: Subcommand 'fit' does not accept option 'trainer.max_epoch'"),
+        ("data:\n  batch_size: abc\n", "in broken.yaml: Parser key \"data.batch_size\": Expected a <class 'int'>"),
+        (
+            "model:\n  optimizer:\n    class_path: torch.optim.SGD\n    init_args:\n      lr: fast\n",
+            'in broken.yaml: Parser key "model.optimizer"',
+        ),
+    ],
+)
+def test_bad_config_file_names_the_file_and_key(content, message, tmp_path, capsys):
+    (tmp_path / "broken.yaml").write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        fit("--config", str(REPO / "configs" / "tutorial.yaml"), "--config", "broken.yaml")
+    assert exit_info.value.code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and message in last_line
+    assert not (tmp_path / "logs").exists()

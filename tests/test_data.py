@@ -120,3 +120,22 @@ def test_predict_grid_covers_the_input_plane():
 def test_bad_arguments_are_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CirclesDataModule(**kwargs)
+
+
+def test_ranks_take_disjoint_slices_of_every_global_batch():
+    full = list(BatchIndexSampler(100, 32, shuffle=True, seed=1))
+    ranks = [list(BatchIndexSampler(100, 32, shuffle=True, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    assert [len(b) for b in ranks[0]] == [16, 16, 16, 2]
+    for whole, first, second in zip(full, *ranks, strict=True):
+        assert torch.equal(torch.cat([first, second]), whole)
+
+
+def test_a_last_batch_smaller_than_the_ranks_is_dropped_everywhere():
+    samplers = [BatchIndexSampler(97, 32, shuffle=False, rank=r, world_size=2) for r in (0, 1)]
+    assert [len(s) for s in samplers] == [3, 3]
+    assert [len(list(s)) for s in samplers] == [3, 3]
+
+
+def test_batch_size_must_divide_across_processes():
+    with pytest.raises(ValueError, match=r"invalid data.batch_size 33; expected a multiple of the number of processes"):
+        CirclesDataModule(batch_size=33).check_world_size(2)

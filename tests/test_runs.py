@@ -1,0 +1,89 @@
+"""Runs that must keep their results and logs intact: repeated, resumed, concurrent, diverged, interrupted."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from runs import QUIET, fit, read_scalars
+
+SMALL = ("--data.n_samples=200", "--model.activation=tanh")  # 160 training points: 5 steps per epoch
+
+
+def run_dirs(tmp_path: Path, activation: str = "tanh") -> list[str]:
+    return sorted(p.name for p in (tmp_path / "logs" / activation).iterdir())
+
+
+def test_same_seed_gives_bit_identical_metrics_and_another_seed_does_not(tmp_path):
+    runs = [fit(*SMALL, "--trainer.max_epochs=3", f"--seed_everything={seed}") for seed in (5, 5, 6)]
+    first, again, other = (read_scalars(cli.trainer.logger.log_dir) for cli in runs)
+    assert first == again  # every tag, step and value
+    assert first["val/loss"] != other["val/loss"]
+    config = yaml.safe_load((Path(runs[0].trainer.logger.log_dir) / "config.yaml").read_text())
+    assert config["seed_everything"] == 5
+
+
+def test_resume_from_last_continues_the_same_run_with_the_same_metrics(tmp_path):
+    uninterrupted = read_scalars(fit(*SMALL, "--trainer.max_epochs=4").trainer.logger.log_dir)
+    first_half = fit(*SMALL, "--trainer.max_epochs=2").trainer.logger.log_dir
+    resumed = fit(*SMALL, "--trainer.max_epochs=4", "--ckpt_path=last")
+    assert resumed.trainer.logger.log_dir == first_half and resumed.trainer.current_epoch == 4
+    assert run_dirs(tmp_path) == ["version_0", "version_1"]
+    assert read_scalars(first_half) == uninterrupted
+
+
+def test_a_diverging_run_stops_with_one_line_and_readable_files(tmp_path, capsys):
+    lr_explodes_after_epoch_0 = (
+        "--model.optimizer=SGD", "--model.optimizer.lr=0.1",
+        "--model.scheduler=StepLR", "--model.scheduler.step_size=1", "--model.scheduler.gamma=1e12",
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        fit(*SMALL, "--model.activation=identity", *lr_explodes_after_epoch_0, "--trainer.max_epochs=5")
+    assert exit_info.value.code == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("error: training diverged at step ")
+    assert "the gradient of net.0.weight is not finite" in message
+    step = int(message.split("at step ")[1].split(":")[0])
+    assert step >= 5  # in epoch 1, after the first checkpoint
+
+    run = tmp_path / "logs" / "identity" / "version_0"
+    assert len(read_scalars(run)["val/acc"]) == 1  # epoch 0's validation, read back
+    weights = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.slow
+def test_concurrent_runs_never_share_a_run_directory(tmp_path):
+    command = [sys.executable, "-m", "lit_activations", "fit", *SMALL, "--trainer.max_epochs=1", *QUIET]
+    processes = [subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for process in processes:
+        assert process.wait(timeout=300) == 0, process.stderr.read()
+    assert run_dirs(tmp_path) == ["version_0", "version_1", "version_2", "version_3"]
+    for run in (tmp_path / "logs" / "tanh").iterdir():
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1 and (run / "config.yaml").exists()
+
+
+@pytest.mark.slow
+def test_sigint_leaves_readable_events_and_a_resumable_checkpoint(tmp_path):
+    command = [sys.executable, "-m", "lit_activations", "fit", *SMALL, "--trainer.max_epochs=100000", *QUIET]
+    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "logs" / "tanh" / "version_0"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # well into a later epoch
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    assert "KeyboardInterrupt" in process.stderr.read()  # Lightning's graceful shutdown, not a crash mid-write
+
+    assert len(read_scalars(run)["val/acc"]) >= 1
+    saved_epoch = torch.load(checkpoint, weights_only=True)["epoch"]
+    resumed = fit(*SMALL, f"--ckpt_path={checkpoint}", f"--trainer.max_epochs={saved_epoch + 3}")
+    assert Path(resumed.trainer.logger.log_dir).resolve() == run and resumed.trainer.current_epoch == saved_epoch + 3
+    assert run_dirs(tmp_path) == ["version_0"]
