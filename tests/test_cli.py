@@ -18,7 +18,7 @@ from runs import CONFIGS, QUIET, REPO, fit, read_scalars
 
 def accuracy_on(split: str, checkpoint: Path, data: CirclesDataModule) -> float:
     """Accuracy of a checkpoint on a split, computed here without Lightning's loops or torchmetrics."""
-    model = ActivationMLP.load_from_checkpoint(checkpoint)
+    model = ActivationMLP.load_from_checkpoint(checkpoint, map_location="cpu")
     x, y = data._splits[split].tensors
     with torch.no_grad():
         return ((model.to_probabilities(model(x)) > 0.5).float() == y).float().mean().item()
@@ -82,10 +82,10 @@ def test_validate_test_and_predict_use_a_fitted_checkpoint(tmp_path):
     assert val_acc[0][1] == pytest.approx(accuracy_on("val", checkpoint, data), abs=1e-6)
 
     predicted = cli_main(["predict", *common, f"--ckpt_path={checkpoint}"]).trainer.predict_loop.predictions
-    model = ActivationMLP.load_from_checkpoint(checkpoint)
+    model = ActivationMLP.load_from_checkpoint(checkpoint, map_location="cpu")
     (grid,) = data._splits["predict"].tensors
     assert predicted[0].shape == (100,)
-    torch.testing.assert_close(predicted[0], model.to_probabilities(model(grid)).detach())
+    torch.testing.assert_close(predicted[0].cpu(), model.to_probabilities(model(grid)).detach())
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)

@@ -25,14 +25,15 @@ def test_two_processes_train_log_and_measure_like_one(tmp_path):
     assert len(list(ddp_run.glob("config.yaml"))) == 1 and len(list(ddp_run.glob("events.out.tfevents.*"))) == 1
 
     single = fit(*args)  # 1 process x batch 32 against 2 processes x 16: the same batches, in the same order
-    ddp_weights = torch.load(ddp_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    for name, weight in single.model.state_dict().items():
+    ddp_weights = torch.load(ddp_run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
+    model = single.model.cpu()
+    for name, weight in model.state_dict().items():
         torch.testing.assert_close(ddp_weights[name], weight, rtol=0, atol=1e-5)
 
     ddp, one = read_scalars(ddp_run), read_scalars(single.trainer.logger.log_dir)
     x, y = single.datamodule._splits["val"].tensors
     with torch.no_grad():
-        whole_set_accuracy = ((single.model(x) > 0).float() == y).float().mean().item()
+        whole_set_accuracy = ((model(x) > 0).float() == y).float().mean().item()
     assert ddp["val/acc"][-1][1] == pytest.approx(whole_set_accuracy, abs=1e-6)
     for tag in ("saturation/net.1", "dead_units/net.5", "activation_mean/net.3", "activation_std/net.7", "val/loss"):
         assert ddp[tag][-1][1] == pytest.approx(one[tag][-1][1], abs=1e-5), tag  # counts reduced over ranks
