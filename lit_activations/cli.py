@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 import warnings
-from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
-import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
@@ -23,6 +19,7 @@ from lit_activations.data import CirclesDataModule
 from lit_activations.divergence import DivergenceGuard, TrainingDiverged
 from lit_activations.logger import TensorBoardRunLogger
 from lit_activations.model import ActivationMLP
+from lit_activations.parser import TerseArgumentParser, config_files_in_use
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run: noise, not the user's concern.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
@@ -57,7 +54,7 @@ class ActivationCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         argv = sys.argv[1:] if args is None else args
-        _CONFIG_FILES.set(_config_files(argv) if isinstance(argv, list) else ())
+        config_files_in_use(argv if isinstance(argv, list) else [])
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
@@ -101,17 +98,6 @@ class ActivationCLI(LightningCLI):
         self.save_config_kwargs["overwrite"] = True  # the run's config.yaml now records the resuming command
 
 
-class TerseArgumentParser(LightningArgumentParser):
-    """Reports an error in one line, naming the config file it comes from, instead of the usage text."""
-
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not self.exit_on_error or _debug_mode():
-            super().error(message, ex)
-        message = " ".join(message.split())
-        sys.stderr.write(f"error: {_name_config_file(message, _CONFIG_FILES.get())}{message} (see --help)\n")
-        sys.exit(2)
-
-
 def run_name(activation: str) -> str:
     """The run directory name of an activation: its registry name, or the class name of an import path."""
     return activation.rpartition(".")[2].lower() if "." in activation else activation
@@ -141,56 +127,3 @@ def _run_cli(args: ArgsType, **cli_kwargs: Any) -> ActivationCLI:
         auto_configure_optimizers=False,  # the model takes its optimizer and scheduler as arguments
         **cli_kwargs,
     )
-
-
-# The --config files of the command being parsed, so that an error can name the file it comes from.
-_CONFIG_FILES: ContextVar[tuple[str, ...]] = ContextVar("config_files", default=())
-
-
-def _config_files(argv: list[str]) -> tuple[str, ...]:
-    files = []
-    for flag, value in zip(argv, [*argv[1:], None], strict=True):
-        if flag in ("-c", "--config") and value is not None:
-            files.append(value)
-        elif flag.startswith("--config="):
-            files.append(flag.removeprefix("--config="))
-    return tuple(files)
-
-
-def _name_config_file(message: str, files: tuple[str, ...]) -> str:
-    """``"in FILE: "`` for the config file an error message is about, or ``""`` if none can be told."""
-    contents = {}
-    for path in files:
-        try:
-            contents[path] = yaml.safe_load(Path(path).read_text())
-        except OSError:
-            continue
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            return (
-                f"in {path}: invalid YAML"
-                + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else "")
-                + ": "
-            )
-    key = re.search(r"option '([\w.]+)'|Parser key \"([\w.]+)\"", message)
-    if key:
-        for path, content in reversed(contents.items()):  # the last file to set a key is the one that counts
-            if (key.group(1) or key.group(2)) in _dotted_keys(content):
-                return f"in {path}: "
-    return ""
-
-
-def _dotted_keys(content: object, prefix: str = "") -> set[str]:
-    if not isinstance(content, dict):
-        return set()
-    keys = set()
-    for name, value in content.items():
-        dotted = f"{prefix}{name}"
-        keys |= {dotted, *_dotted_keys(value, prefix=f"{dotted}.")}
-        if name == "init_args":  # jsonargparse also names `model.optimizer.init_args.lr` as `model.optimizer.lr`
-            keys |= _dotted_keys(value, prefix=prefix)
-    return keys
-
-
-def _debug_mode() -> bool:
-    return bool(os.environ.get("JSONARGPARSE_DEBUG"))  # jsonargparse's documented switch for tracebacks
