@@ -31,6 +31,11 @@ class DivergenceGuard(Callback):
 
     def __init__(self) -> None:
         self._loss: torch.Tensor | None = None
+        self._params: dict[str, torch.nn.Parameter] = {}
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._params = dict(pl_module.named_parameters())  # once: walking the modules every step costs more
 
     @override
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
@@ -45,7 +50,7 @@ class DivergenceGuard(Callback):
             if loss is not None and not torch.isfinite(loss):
                 raise TrainingDiverged(f"training diverged at step {trainer.global_step}: loss = {loss.item()}")
             return
-        named = [(name, p.grad) for name, p in pl_module.named_parameters() if p.grad is not None]
+        named = [(name, p.grad) for name, p in self._params.items() if p.grad is not None]
         if not named:
             return
         norms = torch.stack(torch._foreach_norm([g for _, g in named], math.inf))  # NaN or inf if any entry is

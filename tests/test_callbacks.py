@@ -236,3 +236,13 @@ def test_setup_errors_name_the_fix(tmp_path):
         trainer.fit(Regressor(nn.Sequential(nn.Linear(2, 1))), DataLoader(TensorDataset(X, Y), batch_size=64))
     with pytest.raises(RuntimeError, match=r"found no layer of types \['Conv2d'\] and no activation in Regressor"):
         run(Regressor(nn.Sequential(nn.Linear(2, 1))), tmp_path, layer_types=["torch.nn.Conv2d"], activation_types=[])
+
+
+def test_callbacks_pickle_with_their_configuration():
+    import pickle
+
+    from lit_activations.divergence import DivergenceGuard
+
+    monitor = pickle.loads(pickle.dumps(ActivationMonitor(epsilon=0.1, activation_pattern=r"act\d")))
+    assert monitor.epsilon == 0.1 and monitor.activation_pattern.pattern == r"act\d"
+    assert isinstance(pickle.loads(pickle.dumps(DivergenceGuard())), DivergenceGuard)
