@@ -1,6 +1,7 @@
 """ActivationMonitor on a model of the test's own, with values known in advance."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_activations.callbacks import ActivationMonitor
+from lit_activations.divergence import DivergenceGuard
 
 from runs import REPO, fit, read_scalars
 
@@ -239,10 +241,6 @@ def test_setup_errors_name_the_fix(tmp_path):
 
 
 def test_callbacks_pickle_with_their_configuration():
-    import pickle
-
-    from lit_activations.divergence import DivergenceGuard
-
     monitor = pickle.loads(pickle.dumps(ActivationMonitor(epsilon=0.1, activation_pattern=r"act\d")))
     assert monitor.epsilon == 0.1 and monitor.activation_pattern.pattern == r"act\d"
     assert isinstance(pickle.loads(pickle.dumps(DivergenceGuard())), DivergenceGuard)
