@@ -1,6 +1,6 @@
 """``python -m lit_activations``: the same as the ``lit-activations`` command."""
 
-from lit_activations.cli import cli_main
+from lit_activations.cli import main
 
 if __name__ == "__main__":
-    cli_main()
+    main()

@@ -20,6 +20,7 @@ from lit_activations.divergence import DivergenceGuard, TrainingDiverged
 from lit_activations.logger import TensorBoardRunLogger
 from lit_activations.model import ActivationMLP
 from lit_activations.parser import TerseArgumentParser, config_files_in_use
+from lit_activations.run_summary import RunSummary
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run: noise, not the user's concern.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
@@ -41,6 +42,7 @@ class ActivationCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ActivationMonitor, "monitor", subclass_mode=True, required=False)
         parser.add_lightning_class_args(DivergenceGuard, "guard", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(RunSummary, "summary", subclass_mode=True, required=False)
         parser.link_arguments("data.num_features", "model.in_features", apply_on="instantiate")
         parser.link_arguments("model.activation", "trainer.logger.init_args.name", compute_fn=run_name)
 
@@ -101,6 +103,15 @@ class ActivationCLI(LightningCLI):
 def run_name(activation: str) -> str:
     """The run directory name of an activation: its registry name, or the class name of an import path."""
     return activation.rpartition(".")[2].lower() if "." in activation else activation
+
+
+def main() -> None:
+    """The command: ``compare`` runs the study (``lit_activations.compare``); the rest is LightningCLI's."""
+    if sys.argv[1:2] == ["compare"]:
+        from lit_activations.compare import compare_main  # only the study needs it
+
+        sys.exit(compare_main(sys.argv[2:]))
+    cli_main()
 
 
 def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:

@@ -83,17 +83,22 @@ class CirclesDataModule(LightningDataModule):
         test_seed = int(np.random.SeedSequence([hp.seed, 1]).generate_state(1)[0])
         x_test, y_test = make_circles(n_samples=hp.n_samples, noise=hp.noise, factor=hp.factor, random_state=test_seed)
 
-        mean, std = (x_train.mean(0), x_train.std(0)) if hp.standardize else (0.0, 1.0)
+        self._mean, self._std = (x_train.mean(0), x_train.std(0)) if hp.standardize else (0.0, 1.0)
         self.grid = self._plane_grid(x)  # raw coordinates, for plotting predictions
+        self.train_points = (_features(x_train), torch.as_tensor(y_train, dtype=torch.float32))  # raw, for plots
         self._splits = {
-            name: TensorDataset(_features((xs - mean) / std), torch.as_tensor(ys, dtype=torch.float32))
+            name: TensorDataset(self.model_inputs(_features(xs)), torch.as_tensor(ys, dtype=torch.float32))
             for name, (xs, ys) in {
                 "train": (x_train, y_train),
                 "val": (x_val, y_val),
                 "test": (x_test, y_test),
             }.items()
         }
-        self._splits["predict"] = TensorDataset(_features((self.grid.numpy() - mean) / std))
+        self._splits["predict"] = TensorDataset(self.model_inputs(self.grid))
+
+    def model_inputs(self, points: torch.Tensor) -> torch.Tensor:
+        """Points of the plane as the model sees them: standardised with the training statistics if asked."""
+        return ((points.double() - torch.as_tensor(self._mean)) / torch.as_tensor(self._std)).float()
 
     def check_world_size(self, world_size: int) -> None:
         """Raise if the global batch cannot be split evenly across ``world_size`` processes."""

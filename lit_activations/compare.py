@@ -1,0 +1,194 @@
+"""``python -m lit_activations compare``: the activation study, many fits -> one table and one figure.
+
+Each (activation, seed) is an ordinary ``fit`` through the same command line, in its own run
+directory ``<study_dir>/<activation>/seed_<s>``, run as a separate process, ``--jobs`` at a time.
+The seed is ``--seed_everything`` (initialisation); the data stay those of ``--data.seed``. Every
+other argument goes to each fit unchanged, e.g. ``--config configs/tutorial.yaml``. Afterwards the
+runs are read back from their event files into ``results.md``, ``results.csv`` and
+``comparison.png`` in the study directory. A run that fails is reported and the others go on; a
+run that finished before is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from lit_activations.cli import run_name
+from lit_activations.events import read_scalars
+from lit_activations.plots import study_figure
+
+FINISHED = "finished"  # marker file in a run directory whose fit exited cleanly
+COLUMNS = ("activation", "runs", "failed", "val_acc_mean", "val_acc_std", "epochs_to_90", "vanishing_ratio",
+           "saturation", "dead_units", "error")  # fmt: skip
+
+
+@dataclass
+class Run:
+    activation: str
+    seed: int
+    directory: Path
+    error: str = ""  # the failed fit's last line of output; empty if it finished
+
+
+def compare_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lit_activations compare",
+        description="Fit every activation with every seed, then write a table and a figure of the study.",
+        epilog="Any other argument is passed to each fit, e.g. --config configs/tutorial.yaml --trainer.max_epochs=50.",
+    )
+    parser.add_argument("--activations", required=True, type=_names, help="comma-separated, e.g. sigmoid,tanh,relu")
+    parser.add_argument("--seeds", default=[0], type=_seeds, help="comma-separated integers (default: 0)")
+    parser.add_argument("--jobs", default=os.cpu_count() or 1, type=_positive, help="fits at a time (default: cores)")
+    parser.add_argument("--study_dir", default=Path("logs/study"), type=Path, help="default: logs/study")
+    args, fit_args = parser.parse_known_args(argv)
+
+    runs = [Run(a, s, args.study_dir / run_name(a) / f"seed_{s}") for a in args.activations for s in args.seeds]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)  # no oversubscription of the cores
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(_fit, run, fit_args, args.study_dir, threads): run for run in runs}
+        for done, future in enumerate(as_completed(futures), start=1):
+            run, seconds = futures[future], future.result()
+            status = "skipped (finished before)" if seconds is None else f"{seconds:.1f} s"
+            outcome = f"failed: {run.error}" if run.error else "ok"
+            print(f"[{done}/{len(runs)}] {run.activation} seed {run.seed}: {outcome}, {status}", flush=True)
+    print(f"{len(runs)} runs in {time.monotonic() - started:.1f} s", flush=True)
+
+    rows = [_summarise(activation, [r for r in runs if r.activation == activation]) for activation in args.activations]
+    table = _markdown(rows)
+    (args.study_dir / "results.md").write_text(table)
+    with open(args.study_dir / "results.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    curves = {a: c for a in args.activations if (c := _curves([r for r in runs if r.activation == a and not r.error]))}
+    if curves:
+        layers = sorted(
+            {tag for c in curves.values() for tag in c if tag.startswith("grad_mean_abs_epoch/")}, key=_natural
+        )
+        study_figure(curves, layers).savefig(args.study_dir / "comparison.png")
+    print(table, flush=True)
+    return 1 if all(r.error for r in runs) else 0
+
+
+def _fit(run: Run, fit_args: list[str], study_dir: Path, threads: int) -> float | None:
+    """Run one fit in its own process; return its wall time, or None if it had finished before."""
+    if (run.directory / FINISHED).exists():
+        return None
+    shutil.rmtree(run.directory, ignore_errors=True)  # what an unfinished earlier attempt left
+    command = [
+        sys.executable, "-m", "lit_activations", "fit", *fit_args,
+        f"--model.activation={run.activation}", f"--seed_everything={run.seed}",
+        f"--trainer.logger.init_args.save_dir={study_dir}", f"--trainer.logger.init_args.version=seed_{run.seed}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode == 0:
+        (run.directory / FINISHED).touch()
+    else:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        run.error = lines[-1] if lines else f"exit status {result.returncode}"
+    return time.monotonic() - started
+
+
+def _summarise(activation: str, runs: list[Run]) -> dict[str, object]:
+    finished = [r for r in runs if not r.error]
+    row: dict[str, object] = {"activation": activation, "runs": len(runs), "failed": len(runs) - len(finished)}
+    row["error"] = next((r.error for r in runs if r.error), "")
+    if not finished:
+        return row
+    scalars = [read_scalars(r.directory) for r in finished]
+    final_acc = [s["val/acc"][-1][1] for s in scalars]
+    row["val_acc_mean"] = statistics.fmean(final_acc)
+    row["val_acc_std"] = statistics.stdev(final_acc) if len(final_acc) > 1 else 0.0
+    reached = [next((epoch + 1 for epoch, (_, acc) in enumerate(s["val/acc"]) if acc >= 0.9), None) for s in scalars]
+    epochs = [e for e in reached if e is not None]
+    row["epochs_to_90"] = (
+        statistics.fmean(epochs) if len(epochs) == len(reached) else f"{len(epochs)}/{len(reached)} seeds"
+    )
+    row["vanishing_ratio"] = statistics.fmean(s["vanishing_ratio/epoch"][-1][1] for s in scalars)
+    for stat in ("saturation", "dead_units"):
+        row[stat] = statistics.fmean(_hidden_mean(s, stat, r.directory) for s, r in zip(scalars, finished, strict=True))
+    return row
+
+
+def _hidden_mean(scalars: dict[str, list[tuple[int, float]]], stat: str, run_dir: Path) -> float:
+    """The last value of ``stat`` averaged over the hidden activations (the output sigmoid left out)."""
+    tags = sorted((t for t in scalars if t.startswith(f"{stat}/")), key=_natural)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if config["model"].get("output") == "sigmoid":
+        tags = tags[:-1]  # the tutorial's output sigmoid is monitored too, but is no hidden layer
+    return statistics.fmean(scalars[t][-1][1] for t in tags) if tags else math.nan
+
+
+def _curves(runs: list[Run]) -> dict[str, np.ndarray]:
+    """Per-epoch series of the finished runs, stacked as (seeds, epochs) and cut to the shortest run."""
+    if not runs:
+        return {}
+    scalars = [read_scalars(r.directory) for r in runs]
+    tags = [t for t in scalars[0] if t in ("val/loss", "val/acc") or t.startswith("grad_mean_abs_epoch/")]
+    curves = {}
+    for tag in tags:
+        series = [[v for _, v in s[tag]] for s in scalars if tag in s]
+        length = min(len(v) for v in series)
+        curves[tag] = np.array([v[:length] for v in series])
+    return curves
+
+
+def _markdown(rows: list[dict[str, object]]) -> str:
+    columns = ["activation", "final val acc (mean ± std)", "epochs to 90%", "log10 vanishing ratio", "saturation",
+               "dead units", "runs"]  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for row in rows:
+        if "val_acc_mean" not in row:
+            lines.append(f"| {row['activation']} | failed: {row['error']} | | | | | 0/{row['runs']} |")
+            continue
+        epochs = row["epochs_to_90"]
+        epochs = f"{epochs:.0f}" if isinstance(epochs, float) else epochs
+        ran = f"{row['runs'] - row['failed']}/{row['runs']}" + (f" ({row['error']})" if row["failed"] else "")
+        lines.append(
+            f"| {row['activation']} | {row['val_acc_mean']:.3f} ± {row['val_acc_std']:.3f} | {epochs} |"
+            f" {row['vanishing_ratio']:.2f} | {row['saturation']:.2f} | {row['dead_units']:.2f} | {ran} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _natural(tag: str) -> list[object]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", tag)]
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated activation names, e.g. sigmoid,tanh,relu")
+    return list(dict.fromkeys(names))
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return list(dict.fromkeys(int(seed) for seed in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
