@@ -33,8 +33,8 @@ from lit_activations.events import read_scalars
 from lit_activations.plots import study_figure
 
 FINISHED = "finished"  # marker file in a run directory whose fit exited cleanly
-COLUMNS = ("activation", "runs", "failed", "val_acc_mean", "val_acc_std", "epochs_to_90", "vanishing_ratio",
-           "saturation", "dead_units", "error")  # fmt: skip
+COLUMNS = ("activation", "runs", "failed", "val_acc_mean", "val_acc_std", "epochs_to_90", "seeds_reaching_90",
+           "vanishing_ratio", "saturation", "dead_units", "error")  # fmt: skip
 
 
 @dataclass
@@ -120,9 +120,8 @@ def _summarise(activation: str, runs: list[Run]) -> dict[str, object]:
     row["val_acc_std"] = statistics.stdev(final_acc) if len(final_acc) > 1 else 0.0
     reached = [next((epoch + 1 for epoch, (_, acc) in enumerate(s["val/acc"]) if acc >= 0.9), None) for s in scalars]
     epochs = [e for e in reached if e is not None]
-    row["epochs_to_90"] = (
-        statistics.fmean(epochs) if len(epochs) == len(reached) else f"{len(epochs)}/{len(reached)} seeds"
-    )
+    row["epochs_to_90"] = statistics.fmean(epochs) if epochs else ""  # over the seeds that got there
+    row["seeds_reaching_90"] = len(epochs)
     row["vanishing_ratio"] = statistics.fmean(s["vanishing_ratio/epoch"][-1][1] for s in scalars)
     for stat in ("saturation", "dead_units"):
         row[stat] = statistics.fmean(_hidden_mean(s, stat, r.directory) for s, r in zip(scalars, finished, strict=True))
@@ -160,8 +159,11 @@ def _markdown(rows: list[dict[str, object]]) -> str:
         if "val_acc_mean" not in row:
             lines.append(f"| {row['activation']} | failed: {row['error']} | | | | | 0/{row['runs']} |")
             continue
-        epochs = row["epochs_to_90"]
-        epochs = f"{epochs:.0f}" if isinstance(epochs, float) else epochs
+        reaching, total = row["seeds_reaching_90"], row["runs"] - row["failed"]
+        if reaching:
+            epochs = f"{row['epochs_to_90']:.0f}" + (f" ({reaching}/{total} seeds)" if reaching < total else "")
+        else:
+            epochs = "never"
         ran = f"{row['runs'] - row['failed']}/{row['runs']}" + (f" ({row['error']})" if row["failed"] else "")
         lines.append(
             f"| {row['activation']} | {row['val_acc_mean']:.3f} ± {row['val_acc_std']:.3f} | {epochs} |"

@@ -78,7 +78,8 @@ class RunSummary(Callback):
             params |= {"optimizer": type(optimizer).__name__, "lr": optimizer.defaults.get("lr")}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.log_hyperparams(params, metrics)  # rank 0 only
+                # at the last step (not Lightning's default 0), so a resumed run's final values come last
+                logger.log_hyperparams(params, metrics, step=trainer.global_step)  # rank 0 only
 
 
 def _tensorboards(trainer: Trainer) -> list[Any]:

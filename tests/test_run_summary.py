@@ -46,7 +46,7 @@ def test_fit_logs_hparams_with_the_final_metrics(run_dir):
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in experiment.metric_infos} == {"final/val_acc", "final/val_loss", "final/train_loss"}
     scalars = read_scalars(run_dir)
-    assert scalars["final/val_acc"][0][1] == pytest.approx(scalars["val/acc"][-1][1])
+    assert scalars["final/val_acc"] == [(15, pytest.approx(scalars["val/acc"][-1][1]))]  # at the last step
 
 
 @pytest.mark.slow
