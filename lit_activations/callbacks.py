@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import nn
+from torch.nn.modules import activation as torch_activations
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
@@ -313,7 +314,7 @@ class _RunState:
     params: dict[str, nn.Parameter] = field(default_factory=dict)
     activations: dict[str, nn.Module] = field(default_factory=dict)
     weights: dict[str, nn.Parameter] = field(default_factory=dict)  # the ".weight" entries of params
-    l1_sums: torch.Tensor | None = None  # per parameter, Σ over the epoch's steps of ‖∇W‖₁
+    l1_sums: torch.Tensor | None = None  # per weight, Σ over the epoch's steps of ‖∇W‖₁
     epoch_steps: int = 0
     grad_histograms_due: bool = False
     max_slopes: dict[str, float] = field(default_factory=dict)
@@ -346,8 +347,6 @@ def _import_class(path: str, argument: str) -> type:
 
 
 def _default_activation_types() -> tuple[type, ...]:
-    from torch.nn.modules import activation as torch_activations
-
     torch_classes = [
         cls
         for cls in vars(torch_activations).values()
