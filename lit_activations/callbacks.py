@@ -147,11 +147,14 @@ class ActivationMonitor(Callback):
         if not state.params or state.l1_sums is None:
             return
         with torch.no_grad():  # a fifth cheaper on this hot path
-            grads = {name: _grad(p) for name, p in state.params.items()}
-            l1_norms = stats.gradient_norms([grads[name] for name in state.weights], p=1)
+            l1_norms = stats.gradient_norms([_grad(w) for w in state.weights.values()], p=1)
             state.l1_sums += torch.stack(l1_norms)  # stays on the device: no host sync on steps that do not log
             state.epoch_steps += 1
-            if trainer.global_step % trainer.log_every_n_steps == 0:
+            logging = trainer.global_step % trainer.log_every_n_steps == 0
+            if not (logging or state.grad_histograms_due):
+                return
+            grads = {name: _grad(p) for name, p in state.params.items()}
+            if logging:
                 self._log_gradients(trainer, grads, l1_norms)
         if state.grad_histograms_due:
             state.grad_histograms_due = False
