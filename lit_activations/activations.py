@@ -10,8 +10,8 @@ of writing one from its formula.
 
 from __future__ import annotations
 
-import importlib
 import math
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -110,10 +110,9 @@ def create_activation(name: str, **kwargs: Any) -> nn.Module:
 
 
 def _import_module_class(path: str) -> type[nn.Module]:
-    module_name, _, class_name = path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
+        cls = pkgutil.resolve_name(path)
+    except (ImportError, AttributeError, ValueError):
         raise ValueError(
             f"unknown activation {path!r}: no such class to import; choose one of:"
             f" {', '.join(sorted(ACTIVATIONS))}, or the import path of a torch.nn.Module class"

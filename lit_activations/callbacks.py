@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -339,9 +339,8 @@ def _grad(p: nn.Parameter) -> torch.Tensor:
 
 
 def _import_class(path: str, argument: str) -> type:
-    module_name, _, class_name = path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        cls = pkgutil.resolve_name(path)
     except (ImportError, AttributeError, ValueError):
         cls = None
     if not isinstance(cls, type):

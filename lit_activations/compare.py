@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class Run:
     seed: int
     directory: Path
     error: str = ""  # the failed fit's last line of output; empty if it finished
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # read back once it finished
 
 
 def compare_main(argv: list[str]) -> int:
@@ -68,6 +69,9 @@ def compare_main(argv: list[str]) -> int:
             outcome = f"failed: {run.error}" if run.error else "ok"
             print(f"[{done}/{len(runs)}] {run.activation} seed {run.seed}: {outcome}, {status}", flush=True)
     print(f"{len(runs)} runs in {time.monotonic() - started:.1f} s", flush=True)
+    for run in runs:
+        if not run.error:
+            run.scalars = read_scalars(run.directory)  # once: the table and the figure both use them
 
     rows = [_summarise(activation, [r for r in runs if r.activation == activation]) for activation in args.activations]
     table = _markdown(rows)
@@ -114,7 +118,7 @@ def _summarise(activation: str, runs: list[Run]) -> dict[str, object]:
     row["error"] = next((r.error for r in runs if r.error), "")
     if not finished:
         return row
-    scalars = [read_scalars(r.directory) for r in finished]
+    scalars = [r.scalars for r in finished]
     final_acc = [s["val/acc"][-1][1] for s in scalars]
     row["val_acc_mean"] = statistics.fmean(final_acc)
     row["val_acc_std"] = statistics.stdev(final_acc) if len(final_acc) > 1 else 0.0
@@ -141,7 +145,7 @@ def _curves(runs: list[Run]) -> dict[str, np.ndarray]:
     """Per-epoch series of the finished runs, stacked as (seeds, epochs) and cut to the shortest run."""
     if not runs:
         return {}
-    scalars = [read_scalars(r.directory) for r in runs]
+    scalars = [r.scalars for r in runs]
     tags = [t for t in scalars[0] if t in ("val/loss", "val/acc") or t.startswith("grad_mean_abs_epoch/")]
     curves = {}
     for tag in tags:

@@ -1,11 +1,10 @@
-"""Running the CLI in-process and reading back what a run logged."""
+"""Running the CLI in-process, as the tests do."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from lit_activations.cli import ActivationCLI, cli_main
-from lit_activations.events import read_scalars  # noqa: F401 (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_activations.callbacks import ActivationMonitor
 from lit_activations.divergence import DivergenceGuard
+from lit_activations.events import read_scalars
 
-from runs import REPO, fit, read_scalars
+from runs import REPO, fit
 
 X = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
 Y = (X.norm(dim=1) < 1).float()

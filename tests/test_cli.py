@@ -11,9 +11,10 @@ from lit_activations.activations import ACTIVATIONS
 from lit_activations.callbacks import ActivationMonitor
 from lit_activations.cli import cli_main
 from lit_activations.data import CirclesDataModule
+from lit_activations.events import read_scalars
 from lit_activations.model import ActivationMLP
 
-from runs import CONFIGS, QUIET, REPO, fit, read_scalars
+from runs import CONFIGS, QUIET, REPO, fit
 
 
 def accuracy_on(split: str, checkpoint: Path, data: CirclesDataModule) -> float:

@@ -6,7 +6,9 @@ import sys
 import pytest
 import torch
 
-from runs import QUIET, REPO, fit, read_scalars
+from lit_activations.events import read_scalars
+
+from runs import QUIET, REPO, fit
 
 TUTORIAL, DDP_CPU = str(REPO / "configs" / "tutorial.yaml"), str(REPO / "configs" / "ddp_cpu.yaml")
 

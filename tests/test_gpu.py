@@ -11,8 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_activations.callbacks import ActivationMonitor
+from lit_activations.events import read_scalars
 
-from runs import QUIET, REPO, read_scalars
+from runs import QUIET, REPO
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

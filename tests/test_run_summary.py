@@ -12,7 +12,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from runs import fit, read_scalars
+from lit_activations.events import read_scalars
+
+from runs import fit
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

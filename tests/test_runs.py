@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 
-from runs import QUIET, fit, read_scalars
+from lit_activations.events import read_scalars
+
+from runs import QUIET, fit
 
 SMALL = ("--data.n_samples=200", "--model.activation=tanh")  # 160 training points: 5 steps per epoch
 

@@ -5,7 +5,9 @@ import torch
 from sklearn.datasets import make_circles
 from torch import nn
 
-from runs import REPO, fit, read_scalars
+from lit_activations.events import read_scalars
+
+from runs import REPO, fit
 
 EPOCHS = 3
 
