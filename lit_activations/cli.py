@@ -11,10 +11,12 @@ import torch
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from lit_activations.activations import run_name
 from lit_activations.callbacks import ActivationMonitor
+from lit_activations.checkpoint import PeriodicCheckpoint
 from lit_activations.data import CirclesDataModule
 from lit_activations.divergence import DivergenceGuard, TrainingDiverged
 from lit_activations.logger import TensorBoardRunLogger
@@ -40,6 +42,7 @@ class ActivationCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(PeriodicCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ActivationMonitor, "monitor", subclass_mode=True, required=False)
         parser.add_lightning_class_args(DivergenceGuard, "guard", subclass_mode=True, required=False)
         parser.add_lightning_class_args(RunSummary, "summary", subclass_mode=True, required=False)
@@ -47,12 +50,21 @@ class ActivationCLI(LightningCLI):
         parser.link_arguments("model.activation", "trainer.logger.init_args.name", compute_fn=run_name)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
-        if config.get("enable_checkpointing") is False and config.get("callbacks"):
-            # `--trainer.enable_checkpointing=false` also drops the ModelCheckpoint of defaults.yaml,
-            # which Lightning would otherwise reject as a contradiction.
-            config["callbacks"] = [c for c in config["callbacks"] if not isinstance(c, ModelCheckpoint)]
         # `--monitor=null` leaves None among the callbacks LightningCLI collects (cli.py, instantiate_trainer).
-        return super()._instantiate_trainer(config, [c for c in callbacks if c is not None])
+        callbacks = [c for c in callbacks if c is not None]
+        # `--trainer.enable_checkpointing=false` and `--trainer.enable_progress_bar=false` also drop the
+        # checkpoint and progress bar of defaults.yaml, which Lightning would otherwise reject as a contradiction.
+        unwanted = tuple(
+            kind
+            for kind, flag in ((ModelCheckpoint, "enable_checkpointing"), (ProgressBar, "enable_progress_bar"))
+            if config.get(flag) is False
+        )
+        if unwanted:
+            callbacks = [c for c in callbacks if not isinstance(c, unwanted)]
+            listed = config.get("callbacks") or []
+            listed = listed if isinstance(listed, list) else [listed]
+            config["callbacks"] = [c for c in listed if not isinstance(c, unwanted)]
+        return super()._instantiate_trainer(config, callbacks)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         argv = sys.argv[1:] if args is None else args
@@ -98,20 +110,6 @@ class ActivationCLI(LightningCLI):
         step = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
         logger.init_args.purge_step = step + 1
         self.save_config_kwargs["overwrite"] = True  # the run's config.yaml now records the resuming command
-
-
-def run_name(activation: str) -> str:
-    """The run directory name of an activation: its registry name, or the class name of an import path."""
-    return activation.rpartition(".")[2].lower() if "." in activation else activation
-
-
-def main() -> None:
-    """The command: ``compare`` runs the study (``lit_activations.compare``); the rest is LightningCLI's."""
-    if sys.argv[1:2] == ["compare"]:
-        from lit_activations.compare import compare_main  # only the study needs it
-
-        sys.exit(compare_main(sys.argv[2:]))
-    cli_main()
 
 
 def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:

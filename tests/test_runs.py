@@ -45,12 +45,13 @@ def test_resume_from_last_continues_the_same_run_with_the_same_metrics(tmp_path)
 
 
 def test_a_diverging_run_stops_with_one_line_and_readable_files(tmp_path, capsys):
-    lr_explodes_after_epoch_0 = (
+    diverges_in_epoch_1 = (
         "--model.optimizer=SGD", "--model.optimizer.lr=0.1",
         "--model.scheduler=StepLR", "--model.scheduler.step_size=1", "--model.scheduler.gamma=1e12",
+        "--checkpoint.every_n_epochs=1",  # a checkpoint before the divergence, to check it stays finite
     )  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
-        fit(*SMALL, "--model.activation=identity", *lr_explodes_after_epoch_0, "--trainer.max_epochs=5")
+        fit(*SMALL, "--model.activation=identity", *diverges_in_epoch_1, "--trainer.max_epochs=5")
     assert exit_info.value.code == 1
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert message.startswith("error: training diverged at step ")

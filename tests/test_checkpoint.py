@@ -1,0 +1,37 @@
+"""PeriodicCheckpoint: every n epochs, and always the trained model at the end."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from runs import fit
+
+SMALL = ("--data.n_samples=200", "--model.activation=tanh")  # 160 training points: 5 steps per epoch
+
+
+def saved(cli) -> dict[str, dict]:
+    directory = Path(cli.trainer.logger.log_dir) / "checkpoints"
+    return {path.name: torch.load(path, weights_only=True) for path in sorted(directory.iterdir())}
+
+
+def assert_holds_the_trained_model(checkpoint: dict, cli) -> None:
+    assert checkpoint["global_step"] == cli.trainer.global_step
+    for name, weight in cli.model.state_dict().items():
+        torch.testing.assert_close(checkpoint["state_dict"][name], weight, rtol=0, atol=0)
+
+
+def test_saves_every_n_epochs_and_after_the_last_epoch():
+    cli = fit(*SMALL, "--trainer.max_epochs=3", "--checkpoint.every_n_epochs=2", "--checkpoint.save_top_k=-1")
+    checkpoints = saved(cli)
+    assert list(checkpoints) == ["epoch=1-step=10.ckpt", "epoch=2-step=15.ckpt", "last.ckpt"]
+    assert_holds_the_trained_model(checkpoints["last.ckpt"], cli)
+    assert_holds_the_trained_model(checkpoints["epoch=2-step=15.ckpt"], cli)
+
+
+@pytest.mark.parametrize("stop", ["--trainer.max_epochs=3", "--trainer.max_steps=7"])
+def test_the_default_every_10_epochs_still_keeps_the_final_model(stop):
+    cli = fit(*SMALL, stop)
+    checkpoints = saved(cli)
+    assert len(checkpoints) == 2 and "last.ckpt" in checkpoints  # the final one and its last.ckpt copy
+    assert_holds_the_trained_model(checkpoints["last.ckpt"], cli)
