@@ -18,10 +18,11 @@ def activation_figure(activation: nn.Module, name: str, span: float = 5.0) -> Fi
     with torch.no_grad():
         y = activation(x)
     slope = local_slopes(activation, x)
+    x, y, slope = (t[:, 0].numpy() for t in (x, y, slope))  # matplotlib walks tensors element by element
     figure = Figure(figsize=(4, 3), dpi=80)
     axes = figure.subplots()
-    axes.plot(x[:, 0], y[:, 0], label="f(x)")
-    axes.plot(x[:, 0], slope[:, 0], label="f'(x)", linestyle="--")
+    axes.plot(x, y, label="f(x)")
+    axes.plot(x, slope, label="f'(x)", linestyle="--")
     axes.axhline(0, color="grey", linewidth=0.5)
     axes.set(title=name, xlabel="x")
     axes.legend()
@@ -35,6 +36,7 @@ def decision_boundary_figure(
     """P(inner circle) over a square grid of the plane, the 0.5 contour, and the points on top."""
     side = round(len(grid) ** 0.5)
     xx, yy, pp = (t.reshape(side, side).numpy() for t in (grid[:, 0], grid[:, 1], probabilities))
+    points, labels = points.numpy(), labels.numpy()  # as arrays: matplotlib walks a tensor element by element
     figure = Figure(figsize=(4, 4), dpi=64)
     axes = figure.subplots()
     axes.contourf(xx, yy, pp, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
