@@ -109,6 +109,15 @@ def create_activation(name: str, **kwargs: Any) -> nn.Module:
         raise ValueError(f"activation {name!r} does not accept the arguments {kwargs}: {err}") from None
 
 
+def run_name(activation: str) -> str:
+    """The run directory name of an activation: its registry name, or the class name of an import path.
+
+    >>> run_name("torch.nn.Hardtanh")
+    'hardtanh'
+    """
+    return activation.rpartition(".")[2].lower() if "." in activation else activation
+
+
 def _import_module_class(path: str) -> type[nn.Module]:
     try:
         cls = pkgutil.resolve_name(path)

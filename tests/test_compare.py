@@ -10,6 +10,8 @@ from matplotlib.image import imread
 
 from lit_activations.events import read_scalars
 
+from runs import fit
+
 COMMAND = [sys.executable, "-m", "lit_activations", "compare", "--activations", "tanh,relu,relu7", "--seeds", "0",
            "--jobs", "2", "--data.n_samples=200", "--trainer.max_epochs=3"]  # fmt: skip
 
@@ -33,6 +35,10 @@ def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_
         assert row["failed"] == "0"
     assert rows["relu7"]["failed"] == "1" and "unknown activation 'relu7'" in rows["relu7"]["error"]
     assert "relu7 | failed: error: unknown activation 'relu7'" in (study / "results.md").read_text()
+
+    # a study's fit is an ordinary fit: the same numbers as `fit` run on its own with the same arguments
+    alone = fit("--model.activation=tanh", "--data.n_samples=200", "--trainer.max_epochs=3")
+    assert read_scalars(study / "tanh" / "seed_0") == read_scalars(alone.trainer.logger.log_dir)
 
     image = imread(study / "comparison.png")
     assert image.shape[0] > 300 and image.shape[1] > 600  # a real PNG, two rows of plots

@@ -39,3 +39,17 @@ def test_two_processes_train_log_and_measure_like_one(tmp_path):
     assert ddp["val/acc"][-1][1] == pytest.approx(whole_set_accuracy, abs=1e-6)
     for tag in ("saturation/net.1", "dead_units/net.5", "activation_mean/net.3", "activation_std/net.7", "val/loss"):
         assert ddp[tag][-1][1] == pytest.approx(one[tag][-1][1], abs=1e-5), tag  # counts reduced over ranks
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_compare_launches_a_ddp_fit_from_its_forked_process(tmp_path):
+    args = ["--data.n_samples=200", "--trainer.max_epochs=2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_activations", "compare", "--activations", "tanh", *args, "--config", DDP_CPU],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and "[1/1] tanh seed 0: ok" in result.stdout, result.stdout + result.stderr
+    ddp = read_scalars(tmp_path / "logs" / "study" / "tanh" / "seed_0")
+    one = read_scalars(fit("--model.activation=tanh", *args).trainer.logger.log_dir)
+    assert ddp["val/loss"][-1][1] == pytest.approx(one["val/loss"][-1][1], abs=1e-5)  # both ranks took part
