@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 from lit_activations.activations import run_name
 from lit_activations.events import read_scalars
 from lit_activations.plots import study_figure
 
-# What every fit imports, loaded once by the server its processes are forked from.
+# Loaded once by the server the fits are forked from: what a fit imports, and this module (the processes' target).
 _PRELOAD = ["lit_activations.compare", "lit_activations.cli", "sklearn.datasets", "sklearn.model_selection"]
 
 FINISHED = "finished"  # marker file in a run directory whose fit exited cleanly
@@ -128,9 +129,7 @@ def _fit(
 
 def _fit_process(arguments: list[str], threads: int, output: Path) -> None:
     """The body of a fit's process: ``python -m lit_activations ARGUMENTS``, its output into ``output``."""
-    import torch  # already loaded by the server
-
-    from lit_activations.cli import cli_main
+    from lit_activations.cli import cli_main  # here, not at the top: the study's own process needs no Lightning
 
     file = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(file, sys.stdout.fileno())  # C libraries' output too; multiprocessing flushes both at exit
