@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.nn.modules import activation as torch_activations
 
 InitName = Literal["default", "xavier", "kaiming", "lecun_normal"]
 
@@ -107,6 +108,28 @@ def create_activation(name: str, **kwargs: Any) -> nn.Module:
         return factory(**kwargs)
     except TypeError as err:  # an unexpected keyword: say which activation and what it got
         raise ValueError(f"activation {name!r} does not accept the arguments {kwargs}: {err}") from None
+
+
+# Activations of torch.nn that are not element-wise: a slope per element is not defined for these.
+NOT_ELEMENTWISE = (nn.Softmax, nn.Softmin, nn.LogSoftmax, nn.Softmax2d, nn.MultiheadAttention, nn.GLU)
+
+
+def elementwise_classes() -> tuple[type[nn.Module], ...]:
+    """Every element-wise activation class of ``torch.nn`` and of the registry, ``nn.Identity`` included.
+
+    >>> nn.Tanh in elementwise_classes() and nn.Softmax not in elementwise_classes()
+    True
+    """
+    torch_classes = [
+        cls
+        for cls in vars(torch_activations).values()
+        if isinstance(cls, type)
+        and issubclass(cls, nn.Module)
+        and cls.__module__ == torch_activations.__name__
+        and not issubclass(cls, NOT_ELEMENTWISE)
+    ]
+    registry_classes = [spec.factory for spec in ACTIVATIONS.values() if isinstance(spec.factory, type)]
+    return tuple(dict.fromkeys([*torch_classes, *registry_classes]))
 
 
 def run_name(activation: str) -> str:

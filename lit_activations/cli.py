@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from lit_activations.activations import run_name
 from lit_activations.callbacks import ActivationMonitor
 from lit_activations.checkpoint import PeriodicCheckpoint
 from lit_activations.data import CirclesDataModule
 from lit_activations.divergence import DivergenceGuard, TrainingDiverged
 from lit_activations.logger import TensorBoardRunLogger
+from lit_activations.members import expand_members, fit_name, member_run_dirs
 from lit_activations.model import ActivationMLP
 from lit_activations.parser import TerseArgumentParser, config_files_in_use
 from lit_activations.run_summary import RunSummary
@@ -30,6 +33,12 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "defaults.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
+# Optimizers whose update of each parameter element depends on that element's gradient history only, so
+# members stacked in one tensor stay independent. LBFGS (a line search over all parameters) and the
+# factored second moments of Adafactor do not.
+ELEMENTWISE_OPTIMIZERS = ("SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta", "Rprop",
+                          "ASGD")  # fmt: skip
+
 
 class ActivationCLI(LightningCLI):
     """``fit|validate|test|predict`` with the defaults of ``configs/defaults.yaml``.
@@ -39,6 +48,11 @@ class ActivationCLI(LightningCLI):
     A user's mistake, caught by the parser or by a class's own checks, ends in a one-line
     ``error: ...`` and exit status 2, before anything is written (``JSONARGPARSE_DEBUG=1`` shows the
     traceback instead).
+
+    ``--members.activations`` and ``--members.seeds`` make the fit train every (activation, seed) of
+    their grid side by side (``lit_activations.members``); the fit's directory then holds the
+    checkpoints and ``config.yaml`` of the whole fit, and each member logs into its own run
+    directory with a ``config.yaml`` of the single fit it equals.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -46,8 +60,32 @@ class ActivationCLI(LightningCLI):
         parser.add_lightning_class_args(ActivationMonitor, "monitor", subclass_mode=True, required=False)
         parser.add_lightning_class_args(DivergenceGuard, "guard", subclass_mode=True, required=False)
         parser.add_lightning_class_args(RunSummary, "summary", subclass_mode=True, required=False)
+        parser.add_argument(
+            "--threads", type=int | None, default=None,
+            help="torch's CPU threads for this process (default: OMP_NUM_THREADS if set, else 1). A step of a small"
+            " network is too short for several threads: two fits side by side on 2 cores ran 10x slower with the"
+            " default of one thread per core each. Under DDP on CPU every process gets this many.",
+        )  # fmt: skip
+        parser.add_argument(
+            "--members.activations", type=list[str | dict[str, Any]] | None, default=None,
+            help="train several members side by side: their activations, each a name, an import path or"
+            " {name: NAME, args: {...}, seeds: [...]} (default: --model.activation alone)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--members.seeds", type=list[int] | None, default=None,
+            help="the members' seeds, for every activation (default: --seed_everything alone)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--members.run_dir", type=str | None, default=None,
+            help="each member's run directory, relative to the fit's or absolute, with {activation} and {seed}"
+            " (default: {activation}/seed_{seed})",
+        )  # fmt: skip
+        member_grid = ("model.activation", "model.activation_args", "members.activations", "members.seeds")
+        parser.link_arguments(member_grid, "model.members", compute_fn=_member_dicts)
+        parser.link_arguments((*member_grid, "members.run_dir"), "trainer.logger.init_args.members", compute_fn=_run_dirs)
+        parser.link_arguments(("model.activation", "members.activations"), "trainer.logger.init_args.name",
+                              compute_fn=fit_name)  # fmt: skip
         parser.link_arguments("data.num_features", "model.in_features", apply_on="instantiate")
-        parser.link_arguments("model.activation", "trainer.logger.init_args.name", compute_fn=run_name)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
         # `--monitor=null` leaves None among the callbacks LightningCLI collects (cli.py, instantiate_trainer).
@@ -72,14 +110,19 @@ class ActivationCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand == "fit" and self.config.fit.ckpt_path:
-            self._resume_in_place(self.config.fit)
+        config = self.config[self.subcommand]
+        threads = config.threads if config.threads is not None else int(os.environ.get("OMP_NUM_THREADS", 1))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # for DDP's processes; Lightning then leaves the count alone
+        if self.subcommand == "fit" and config.ckpt_path:
+            self._resume_in_place(config)
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
             if isinstance(self.datamodule, CirclesDataModule):
                 self.datamodule.check_world_size(self.trainer.world_size)
+            _check_members_stay_independent(self.model, self.trainer)
         except (ValueError, TypeError, MisconfigurationException) as err:
             # The classes validate their arguments in __init__; report like a parse error.
             self.parser.error(str(err), err)
@@ -112,6 +155,29 @@ class ActivationCLI(LightningCLI):
         self.save_config_kwargs["overwrite"] = True  # the run's config.yaml now records the resuming command
 
 
+class SaveRunConfigs(SaveConfigCallback):
+    """LightningCLI's ``config.yaml`` of the fit, and in each member's run directory that of the single fit it equals.
+
+    A member's file is the fit's configuration with the member's activation, arguments and seed and
+    no ``members``: run as a ``fit`` command, it trains the same network.
+    """
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        logger = trainer.logger
+        if not isinstance(logger, TensorBoardRunLogger) or logger.member_runs == [logger]:
+            return
+        # One dump, then plain YAML per member: the parser's own save validates the whole config each time (0.2 s).
+        fit_config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for member, directory in zip(pl_module.members, logger.member_dirs, strict=True):
+            config = copy.deepcopy(fit_config)
+            config["model"] |= {"activation": member.activation, "activation_args": member.as_dict()["activation_args"]}
+            if member.seed is not None:
+                config["seed_everything"] = member.seed
+            config["members"] = {"activations": None, "seeds": None, "run_dir": None}
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / self.config_filename).write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:
     """Run the CLI; ``args`` (a list of strings) replaces ``sys.argv[1:]``, as tests and scripts do.
 
@@ -132,7 +198,62 @@ def _run_cli(args: ArgsType, **cli_kwargs: Any) -> ActivationCLI:
         CirclesDataModule,
         parser_class=TerseArgumentParser,
         parser_kwargs={subcommand: defaults for subcommand in SUBCOMMANDS},
+        save_config_callback=SaveRunConfigs,
         args=args,
         auto_configure_optimizers=False,  # the model takes its optimizer and scheduler as arguments
         **cli_kwargs,
     )
+
+
+def _member_dicts(activation: str, activation_args: dict | None, activations: list | None, seeds: list | None) -> Any:
+    members = expand_members(activation, activation_args, activations, seeds)
+    return None if members is None else [m.as_dict() for m in members]
+
+
+def _run_dirs(
+    activation: str, activation_args: dict | None, activations: list | None, seeds: list | None, template: str | None
+) -> list[str] | None:
+    members = expand_members(activation, activation_args, activations, seeds)
+    return None if members is None else member_run_dirs(members, template)
+
+
+def _check_members_stay_independent(model: ActivationMLP, trainer: Trainer) -> None:
+    """Refuse, with the option to change, what would let one member's training depend on another's.
+
+    Raises:
+        ValueError: an optimizer that is not element-wise, a scheduler or callback that watches one metric,
+            clipping by the global norm, or fp16 loss scaling, in a fit of several members.
+    """
+    k = model.num_members
+    optimizer = model.optimizer([torch.nn.Parameter(torch.zeros(1))])  # also checks its arguments (lr >= 0, ...)
+    scheduler = model.scheduler(optimizer) if model.scheduler is not None else None
+    if k == 1:
+        return
+    name = type(optimizer).__name__
+    if name not in ELEMENTWISE_OPTIMIZERS or type(optimizer).__module__.split(".")[0] != "torch":
+        raise ValueError(
+            f"invalid model.optimizer {name} for {k} members: its update mixes parameters, coupling the members;"
+            f" choose one of: {', '.join(ELEMENTWISE_OPTIMIZERS)}, or train one member per fit"
+        )
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise ValueError(
+            f"invalid model.scheduler ReduceLROnPlateau for {k} members: it watches one metric for all of them;"
+            " use a schedule of the step or epoch (StepLR, CosineAnnealingLR, ...) or train one member per fit"
+        )
+    if trainer.gradient_clip_val and trainer.gradient_clip_algorithm == "norm":
+        raise ValueError(
+            f"invalid trainer.gradient_clip_val {trainer.gradient_clip_val} for {k} members: clipping by the global"
+            " norm couples them; set --trainer.gradient_clip_algorithm=value, or train one member per fit"
+        )
+    if trainer.precision == "16-mixed":
+        raise ValueError(
+            f"invalid trainer.precision 16-mixed for {k} members: the loss scaler skips every member's step when one"
+            " overflows; use bf16-mixed or 32, or train one member per fit"
+        )
+    for callback in trainer.callbacks:
+        watched = getattr(callback, "monitor", None) if isinstance(callback, EarlyStopping | ModelCheckpoint) else None
+        if watched:
+            raise ValueError(
+                f"invalid trainer.callbacks {type(callback).__name__}(monitor={watched!r}) for {k} members: it"
+                " watches one metric for all of them; remove it, or train one member per fit"
+            )

@@ -26,16 +26,28 @@ class DivergenceGuard(Callback):
     With ``precision="16-mixed"`` the gradient scaler skips steps with overflowing gradients on
     purpose, so only a non-finite loss counts there.
 
+    In a fit of several members (``lit_activations.members``) the message also names the members
+    whose gradients are not finite, e.g. ``… is not finite for member tanh/seed_3; loss = nan``.
+
     It costs one host-device sync per step (free on CPU); ``--guard=null`` turns it off.
     """
 
     def __init__(self) -> None:
         self._loss: torch.Tensor | None = None
         self._params: dict[str, torch.nn.Parameter] = {}
+        self._stacked: set[str] = set()  # parameters that hold the members on dim 0
+        self._member_labels: list[str] = []
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._params = dict(pl_module.named_parameters())  # once: walking the modules every step costs more
+        self._stacked = {
+            f"{prefix}.{name}" if prefix else name
+            for prefix, module in pl_module.named_modules()
+            if getattr(module, "num_members", 1) > 1
+            for name, _ in module.named_parameters(recurse=False)
+        }
+        self._member_labels = [m.label for m in getattr(pl_module, "members", [])]
 
     @override
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
@@ -60,5 +72,20 @@ class DivergenceGuard(Callback):
         more = f" (and of {len(bad) - 1} more parameters)" if len(bad) > 1 else ""
         loss_text = f"; loss = {loss.item():.6g}" if loss is not None else ""
         raise TrainingDiverged(
-            f"training diverged at step {trainer.global_step}: the gradient of {bad[0]} is not finite{more}{loss_text}"
+            f"training diverged at step {trainer.global_step}: the gradient of {bad[0]} is not finite{more}"
+            f"{self._members_text(bad)}{loss_text}"
         )
+
+    def _members_text(self, bad: list[str]) -> str:
+        """`` for member tanh/seed_3 (and 2 more)``: the members whose gradients are not finite, if stacked."""
+        members: set[int] = set()
+        for name in bad:
+            if name in self._stacked:
+                grad = self._params[name].grad
+                finite = torch.isfinite(grad.reshape(grad.shape[0], -1)).all(1)
+                members |= set(torch.nonzero(~finite).flatten().tolist())
+        if not members:
+            return ""
+        first, *others = sorted(members)
+        label = self._member_labels[first] if first < len(self._member_labels) else str(first)
+        return f" for member {label}" + (f" (and {len(others)} more)" if others else "")

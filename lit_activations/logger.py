@@ -1,26 +1,41 @@
-"""``TensorBoardRunLogger``: Lightning's TensorBoardLogger, safe for runs started at the same moment."""
+"""``TensorBoardRunLogger``: Lightning's TensorBoardLogger, safe for concurrent runs, with one run per member.
+
+Also the one way callbacks and the model write a value of each member: ``log_member_scalars``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from tensorboard.compat.proto.summary_pb2 import Summary
+from typing_extensions import override
 
 
 class TensorBoardRunLogger(TensorBoardLogger):
-    """A TensorBoardLogger that claims each new ``version_<n>`` directory with an atomic ``mkdir``.
+    """A TensorBoardLogger that claims each new ``version_<n>`` directory with an atomic ``mkdir``,
+    and gives each member of a multi-member fit a run directory and event file of its own.
 
     Lightning picks the next version by listing the existing ones, so two runs started together can
     both pick ``version_3`` and write into one directory. Here the first to create it wins and the
     other moves on to ``version_4``. The directory is claimed when the run first needs it, never
     before (a command that fails its checks leaves nothing behind).
 
+    With ``members``, the fit's own directory keeps what belongs to the whole fit (``config.yaml``,
+    ``hparams.yaml``, the checkpoints) and each member writes its events to its own directory, so
+    TensorBoard and every reader see ordinary runs. Metrics that Lightning logs for the whole fit
+    (e.g. the learning rate) go to every member's run.
+
     Args:
         save_dir, name, version: as for ``TensorBoardLogger``.
-        purge_step: hide the events at or after this step already in the run directory (set by the
+        purge_step: hide the events at or after this step already in the run directories (set by the
             CLI on resume, so a crashed epoch's partial curves do not double the resumed ones).
+        members: each member's run directory, relative to this fit's directory or absolute; the CLI
+            sets them from ``--members.*``. ``None``: the fit is one run.
         **kwargs: the other arguments of ``TensorBoardLogger``.
     """
 
@@ -30,11 +45,47 @@ class TensorBoardRunLogger(TensorBoardLogger):
         name: str | None = "lightning_logs",
         version: int | str | None = None,
         purge_step: int | None = None,
+        members: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if purge_step is not None:
             kwargs["purge_step"] = purge_step  # passed on to torch's SummaryWriter
         super().__init__(save_dir, name=name, version=version, **kwargs)
+        self._member_dirs = list(members) if members is not None else None
+        self._member_runs: list[TensorBoardLogger] | None = None
+        self._purge_step = purge_step
+
+    @property
+    def member_runs(self) -> list[TensorBoardLogger]:
+        """The logger of each member's run; ``[self]`` when the fit is one run."""
+        if self._member_dirs is None:
+            return [self]
+        if self._member_runs is None:
+            self._member_runs = [
+                _MemberRun(Path(self.log_dir) / directory, purge_step=self._purge_step)
+                for directory in self._member_dirs
+            ]
+        return self._member_runs
+
+    @property
+    def member_dirs(self) -> list[Path]:
+        return [Path(run.log_dir) for run in self.member_runs]
+
+    @override
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self._member_dirs is None:
+            super().log_metrics(metrics, step)
+            return
+        for run in self.member_runs:
+            run.log_metrics(metrics, step)
+
+    @override
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        for run in self._member_runs or []:
+            run.finalize(status)
 
     def _get_next_version(self) -> int:
         version = super()._get_next_version()
@@ -48,3 +99,56 @@ class TensorBoardRunLogger(TensorBoardLogger):
                 return version
             except FileExistsError:
                 version += 1
+
+
+class _MemberRun(TensorBoardLogger):
+    """The run of one member: a TensorBoardLogger writing straight into ``directory``."""
+
+    def __init__(self, directory: Path, purge_step: int | None) -> None:
+        kwargs = {} if purge_step is None else {"purge_step": purge_step}
+        super().__init__(directory.parent, name=directory.name, version="", default_hp_metric=False, **kwargs)
+
+    @property
+    @override
+    def log_dir(self) -> str:
+        return self.root_dir
+
+
+def member_loggers(trainer: Trainer, num_members: int) -> list[list[Logger]]:
+    """The loggers of each member's run: K lists, one logger per Trainer logger in each.
+
+    Raises:
+        RuntimeError: a logger that writes one run for a model of several members.
+    """
+    if not trainer.loggers:
+        return [[] for _ in range(num_members)]
+    per_logger = []
+    for logger in trainer.loggers:
+        runs = logger.member_runs if isinstance(logger, TensorBoardRunLogger) else [logger]
+        if len(runs) != num_members:
+            raise RuntimeError(
+                f"{type(logger).__name__} writes {len(runs)} run(s) but the model has {num_members} members: use"
+                " lit_activations.logger.TensorBoardRunLogger with one run directory per member (the CLI sets"
+                " them from --members.*)"
+            )
+        per_logger.append(runs)
+    return [list(runs) for runs in zip(*per_logger, strict=True)]
+
+
+def log_member_scalars(trainer: Trainer, rows: Sequence[Mapping[str, float]], step: int) -> None:
+    """Write ``rows[k]`` (tag -> value) to member k's run(s), at ``step``."""
+    for loggers, metrics in zip(member_loggers(trainer, len(rows)), rows, strict=True):
+        for logger in loggers:
+            write_scalars(logger, metrics, step)
+
+
+@rank_zero_only
+def write_scalars(logger: Logger, metrics: Mapping[str, float], step: int) -> None:
+    """All scalars in one TensorBoard event. ``log_metrics`` writes an event per value, 12x slower here
+    (0.96 ms against 0.08 ms for 21 values), which alone would cost the tutorial run 7% per step."""
+    if not isinstance(logger, TensorBoardLogger):
+        logger.log_metrics(dict(metrics), step=step)
+        return
+    summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in metrics.items()])
+    # _get_file_writer, not .file_writer: it reopens the file after Lightning closed it at the end of fit
+    logger.experiment._get_file_writer().add_summary(summary, step)

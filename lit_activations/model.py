@@ -1,8 +1,8 @@
-"""The MLP whose hidden activation is the experiment's variable."""
+"""The MLP whose hidden activation is the experiment's variable, as one network or K members at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from itertools import pairwise
 from typing import Any, Literal
@@ -11,10 +11,13 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import BinaryAccuracy
+from torch.nn import functional as F
 
 from lit_activations.activations import InitName, create_activation, get_activation
+from lit_activations.logger import log_member_scalars
+from lit_activations.members import Member
+from lit_activations.metrics import MemberMean
+from lit_activations.stacked import MemberActivation, stack_networks
 
 
 class ActivationMLP(LightningModule):
@@ -22,6 +25,12 @@ class ActivationMLP(LightningModule):
 
     Each hidden layer gets its own activation instance, so learnable activations (PReLU) learn a
     parameter per layer.
+
+    With ``members`` the module trains K independent networks side by side (``lit_activations.members``):
+    the same shapes, init scheme, output and optimizer, each with its own activation and seed. Its
+    layers hold the members on dim 0 (``lit_activations.stacked``), the loss is the sum of the
+    members' own mean losses, so each member's gradient is that of a single fit, and every epoch
+    metric is logged to each member's own run. One network is simply K = 1.
 
     Args:
         activation: a name from ``lit_activations.activations.ACTIVATIONS`` (identity, sigmoid,
@@ -33,10 +42,12 @@ class ActivationMLP(LightningModule):
             ``xavier`` (uniform), ``kaiming`` (normal, ReLU gain), ``lecun_normal`` (N(0, 1/fan_in));
             non-default inits zero the biases. ``auto`` picks the activation's recommended one.
         output: ``logit`` trains the raw output with ``BCEWithLogitsLoss`` (numerically stable);
-            ``sigmoid`` ends the network in a sigmoid trained with ``BCELoss``, as the tutorial does.
+            ``sigmoid`` puts it through a sigmoid and trains with ``BCELoss``, as the tutorial does.
         in_features: input size; the CLI links it to the data module's ``num_features``.
         optimizer: builds the optimizer from the parameters (default Adam, lr 1e-3).
         scheduler: optionally builds a learning-rate scheduler from the optimizer.
+        members: the members, as ``Member.as_dict()`` entries; the CLI sets them from
+            ``--members.activations`` and ``--members.seeds``. ``None``: one network of ``activation``.
     """
 
     def __init__(
@@ -49,67 +60,85 @@ class ActivationMLP(LightningModule):
         in_features: int = 2,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
+        members: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        spec = get_activation(activation)  # fails early, with the list of names, on an unknown one
         hidden_sizes = list(hidden_sizes)
         if not hidden_sizes or any(not isinstance(n, int) or n < 1 for n in hidden_sizes):
             raise ValueError(f"invalid model.hidden_sizes {hidden_sizes!r}; expected a non-empty list of integers >= 1")
         if output not in ("logit", "sigmoid"):
             raise ValueError(f"invalid model.output {output!r}; expected one of: logit, sigmoid")
-        init_name = spec.init if init == "auto" else init
-        if init_name not in _WEIGHT_INITS:
+        if init != "auto" and init not in _WEIGHT_INITS:
             raise ValueError(f"invalid model.init {init!r}; expected one of: auto, {', '.join(_WEIGHT_INITS)}")
+        self.members = [Member(**m) for m in members] if members else [Member(activation, activation_args)]
+        for member in self.members:
+            get_activation(member.activation)  # fails early, with the list of names, on an unknown one
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer, self.scheduler = optimizer, scheduler
 
-        layers: list[nn.Module] = []
-        for n_in, n_out in pairwise([in_features, *hidden_sizes]):
-            layers += [nn.Linear(n_in, n_out), create_activation(activation, **(activation_args or {}))]
-        layers.append(nn.Linear(hidden_sizes[-1], 1))
-        if output == "sigmoid":
-            layers.append(nn.Sigmoid())
-        self.net = nn.Sequential(*layers)
-        _initialize(self.net, init_name)
+        networks = _member_networks(self.members, in_features, hidden_sizes, init)
+        self.net = stack_networks(networks, groups=[(m.activation, m.activation_args) for m in self.members])
 
-        self.loss_fn = nn.BCELoss() if output == "sigmoid" else nn.BCEWithLogitsLoss()
-        # The epoch's mean training loss. Each step's loss is kept and the metric updated once per epoch:
-        # self.log on every step cost 25% of a tutorial step, and MeanMetric.update 3%.
-        self.train_loss = MeanMetric()
-        self._epoch_losses: list[tuple[torch.Tensor, int]] = []  # (loss, batch size) of this epoch's steps
-        self.val_acc = BinaryAccuracy()
-        self.test_acc = BinaryAccuracy()
+        # Epoch means per member. The training loss of each step is kept and the metric updated once per
+        # epoch: logging on every step cost 25% of a tutorial step, and a metric update 3%.
+        num_members = len(self.members)
+        self.train_loss, self.val_loss, self.val_acc, self.test_loss, self.test_acc = (
+            MemberMean(num_members) for _ in range(5)
+        )
+        self._step_losses: list[tuple[torch.Tensor, int]] = []  # (per-member loss, batch size) of this epoch's steps
+        self.last_epoch_metrics: list[dict[str, float]] = [{} for _ in self.members]  # each member's latest values
+
+    @property
+    def num_members(self) -> int:
+        return len(self.members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's output per point, shape (B,): a logit, or a probability with ``output=sigmoid``."""
-        return self.net(x).squeeze(-1)
+        """Each member's output per point, shape (K, B): a logit, or a probability with ``output=sigmoid``."""
+        out = self.net(x).squeeze(-1)
+        return torch.sigmoid(out) if self.hparams.output == "sigmoid" else out
 
     def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
         """Turn ``forward``'s output into P(inner circle)."""
         return out if self.hparams.output == "sigmoid" else torch.sigmoid(out)
 
+    def member_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each member's mean loss over the batch, shape (K,)."""
+        y = y.expand_as(out)
+        if self.hparams.output == "sigmoid":
+            return F.binary_cross_entropy(out, y, reduction="none").mean(-1)
+        return F.binary_cross_entropy_with_logits(out, y, reduction="none").mean(-1)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss_fn(self(x), y)
-        self._epoch_losses.append((loss.detach(), len(x)))
-        return loss
+        losses = self.member_losses(self(x), y)
+        self._step_losses.append((losses.detach(), len(x)))
+        return losses.sum()  # the members' gradients stay their own: d(sum)/dθₖ = d(lossₖ)/dθₖ
 
     def on_train_epoch_end(self) -> None:
-        if not self._epoch_losses:
+        if not self._step_losses:
             return
-        losses, sizes = zip(*self._epoch_losses, strict=True)
-        self._epoch_losses = []
+        losses, sizes = zip(*self._step_losses, strict=True)
+        self._step_losses = []
         self.train_loss.update(torch.stack(losses), weight=torch.tensor(sizes, device=self.device))
-        self.log("train/loss", self.train_loss, prog_bar=True)  # torchmetrics reduces across ranks and resets
+        self._log_members({"train/loss": self.train_loss.compute()})
+        self.train_loss.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc)
+        self._evaluate(batch, self.val_loss, self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val", self.val_loss, self.val_acc)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
+        self._evaluate(batch, self.test_loss, self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test", self.test_loss, self.test_acc)
 
     def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.to_probabilities(self(batch[0]))
+        """P(inner circle) per point: (B,) for one network, (K, B) for K members."""
+        probabilities = self.to_probabilities(self(batch[0]))
+        return probabilities[0] if self.num_members == 1 else probabilities
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())
@@ -117,12 +146,89 @@ class ActivationMLP(LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: BinaryAccuracy) -> None:
+    def member_model(self, k: int) -> ActivationMLP:
+        """Member ``k`` as a model of its own (one member): the network a single fit of its activation and seed holds."""
+        member = self.members[k]
+        hparams = {key: value for key, value in self.hparams.items() if not key.startswith("_")}
+        hparams |= {"activation": member.activation, "activation_args": member.as_dict()["activation_args"]}
+        single = ActivationMLP(**hparams | {"members": None}, optimizer=self.optimizer, scheduler=self.scheduler)
+        single.load_state_dict(self.member_state_dict(k))
+        return single
+
+    def member_state_dict(self, k: int, state_dict: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Member ``k``'s entries of ``state_dict`` (default: this model's), keyed as in a model of one member."""
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        member: dict[str, torch.Tensor] = {}
+        for index, layer in enumerate(self.net):
+            prefix = f"net.{index}."
+            if isinstance(layer, MemberActivation):
+                own, prefix = f"{prefix}blocks.{layer.block_of(k)}.", f"{prefix}blocks.0."
+                member |= {prefix + key.removeprefix(own): value for key, value in state_dict.items()
+                           if key.startswith(own)}  # fmt: skip
+            else:
+                member |= {key: value[k : k + 1].clone() for key, value in state_dict.items() if key.startswith(prefix)}
+        return member
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], loss: MemberMean, accuracy: MemberMean) -> None:
         x, y = batch
         out = self(x)
-        accuracy(self.to_probabilities(out), y)
-        self.log(f"{stage}/loss", self.loss_fn(out, y), prog_bar=True, batch_size=len(x), sync_dist=True)
-        self.log(f"{stage}/acc", accuracy, prog_bar=True, batch_size=len(x))
+        correct = ((self.to_probabilities(out) > 0.5) == y.bool()).double().mean(-1)
+        loss.update(self.member_losses(out, y), weight=len(x))
+        accuracy.update(correct, weight=len(x))
+
+    def _log_epoch_metrics(self, stage: str, loss: MemberMean, accuracy: MemberMean) -> None:
+        if loss.update_count == 0:
+            return
+        self._log_members({f"{stage}/loss": loss.compute(), f"{stage}/acc": accuracy.compute()})
+        loss.reset()
+        accuracy.reset()
+
+    def _log_members(self, values: dict[str, torch.Tensor]) -> None:
+        """Write each member's values (tag -> (K,)) to its own run; the mean goes to the progress bar.
+
+        The mean over members (the value itself for one network) is also what ``trainer.callback_metrics``
+        holds, for callbacks that read a metric of a single network.
+        """
+        for tag, per_member in values.items():
+            self.log(tag, per_member.mean().float(), prog_bar=True, logger=False)
+        if self.trainer.sanity_checking:
+            return
+        # (K, tags): one host sync; reshape, as torchmetrics returns a one-element result as a 0-d tensor
+        columns = torch.stack([v.reshape(-1) for v in values.values()], dim=1).tolist()
+        rows = [dict(zip(values, row, strict=True)) | {"epoch": self.current_epoch} for row in columns]
+        for last, row in zip(self.last_epoch_metrics, rows, strict=True):
+            last |= row
+        log_member_scalars(self.trainer, rows, step=self.global_step)
+
+
+def _member_networks(
+    members: Sequence[Member], in_features: int, hidden_sizes: list[int], init: str
+) -> list[nn.Sequential]:
+    """Each member's network, drawn exactly as a single fit with its seed draws it.
+
+    A member without a seed starts from the generator's state at this call, which is where a single
+    fit's model starts after ``seed_everything``; a member with one reseeds first, as that fit's
+    ``seed_everything`` would.
+    """
+    start = torch.get_rng_state()
+    networks = []
+    for member in members:
+        if member.seed is None:
+            torch.set_rng_state(start)
+        else:
+            torch.manual_seed(member.seed)
+        networks.append(_network(member, in_features, hidden_sizes, init))
+    return networks
+
+
+def _network(member: Member, in_features: int, hidden_sizes: list[int], init: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for n_in, n_out in pairwise([in_features, *hidden_sizes]):
+        layers += [nn.Linear(n_in, n_out), create_activation(member.activation, **(member.activation_args or {}))]
+    layers.append(nn.Linear(hidden_sizes[-1], 1))
+    network = nn.Sequential(*layers)
+    _initialize(network, get_activation(member.activation).init if init == "auto" else init)
+    return network
 
 
 # Weight initialisers by name; every non-default one also zeroes the biases.

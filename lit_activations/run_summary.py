@@ -1,33 +1,38 @@
-"""``RunSummary``: the pictures and the HParams entry of one run of ``ActivationMLP`` on a 2-D data module."""
+"""``RunSummary``: the pictures and the HParams entry of each run of ``ActivationMLP`` on a 2-D data module."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from typing_extensions import override
 
 from lit_activations.activations import create_activation
-from lit_activations.plots import activation_figure, decision_boundary_figure
+from lit_activations.logger import member_loggers
+from lit_activations.plots import activation_figure, decision_boundary_image
 
 FINAL_METRICS = ("val/acc", "val/loss", "train/loss")
 
 
 class RunSummary(Callback):
-    """Logs to TensorBoard, from rank 0:
+    """Logs to TensorBoard, from rank 0, into each member's run:
 
     - ``activation/curve`` (image, once): the activation and its derivative;
     - ``decision_boundary`` (image, every ``boundary_every_n_epochs`` and after the last epoch):
-      P(inner circle) over the data module's ``grid`` with the training points, so the image
-      slider shows the circle forming;
-    - the HParams entry at the end of fit: the model's and data's arguments, the optimizer and its
-      learning rate, and ``final/val_acc``, ``final/val_loss``, ``final/train_loss``, so the HPARAMS
-      tab compares activations.
+      P(inner circle) over the data module's ``grid``, the 0.5 contour in black and the training
+      points, so the image slider shows the circle forming;
+    - the HParams entry at the end of fit: the member's model and data arguments, its seed, the
+      optimizer and its learning rate, and ``final/val_acc``, ``final/val_loss``,
+      ``final/train_loss``, so the HPARAMS tab compares activations.
 
-    It expects the model to have ``hparams.activation`` and ``to_probabilities`` (``ActivationMLP``)
-    and the data module ``grid``, ``train_points`` and ``model_inputs`` (``CirclesDataModule``).
+    It expects the model to have ``members``, ``last_epoch_metrics`` and ``to_probabilities``
+    (``ActivationMLP``) and the
+    data module ``grid``, ``train_points`` and ``model_inputs`` (``CirclesDataModule``).
 
     Args:
         boundary_every_n_epochs: epochs between two decision-boundary images; 0 turns them off.
@@ -44,10 +49,13 @@ class RunSummary(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        hp = pl_module.hparams
-        figure = activation_figure(create_activation(hp.activation, **(hp.activation_args or {})), hp.activation)
-        for experiment in _tensorboards(trainer):
-            experiment.add_figure("activation/curve", figure, global_step=0)
+        curves: dict[str, np.ndarray] = {}  # one figure per activation, however many members share it
+        for member, loggers in zip(pl_module.members, member_loggers(trainer, len(pl_module.members)), strict=True):
+            if member.name not in curves:
+                module = create_activation(member.activation, **(member.activation_args or {}))
+                curves[member.name] = _pixels(activation_figure(module, member.name))
+            for experiment in _tensorboards(loggers):
+                experiment.add_image("activation/curve", curves[member.name], global_step=0, dataformats="HWC")
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -60,27 +68,40 @@ class RunSummary(Callback):
         data = trainer.datamodule
         grid = data.grid
         with torch.no_grad():
-            probabilities = pl_module.to_probabilities(pl_module(data.model_inputs(grid).to(pl_module.device))).cpu()
-        points, labels = data.train_points
-        title = f"{pl_module.hparams.activation}, epoch {trainer.current_epoch}"
-        figure = decision_boundary_figure(grid, probabilities, points, labels, title)
-        for experiment in _tensorboards(trainer):
-            experiment.add_figure("decision_boundary", figure, global_step=trainer.global_step)
+            probabilities = pl_module.to_probabilities(pl_module(data.model_inputs(grid).to(pl_module.device)))
+        probabilities = probabilities.cpu().numpy()  # (K, grid points)
+        points, labels = (t.numpy() for t in data.train_points)
+        low, high = grid.min(0).values.numpy(), grid.max(0).values.numpy()
+        for member_probabilities, loggers in zip(probabilities, member_loggers(trainer, len(probabilities)), strict=True):
+            image = decision_boundary_image(member_probabilities, points, labels, low, high)
+            for experiment in _tensorboards(loggers):
+                experiment.add_image("decision_boundary", image, global_step=trainer.global_step, dataformats="HWC")
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        metrics = {f"final/{tag.replace('/', '_')}": float(trainer.callback_metrics[tag]) for tag in FINAL_METRICS
-                   if tag in trainer.callback_metrics}  # fmt: skip
         params: dict[str, Any] = {**pl_module.hparams, **(trainer.datamodule.hparams if trainer.datamodule else {})}
-        params.pop("in_features", None)
+        params = {key: value for key, value in params.items() if not key.startswith("_")}  # LightningCLI's internals
+        for key in ("in_features", "members"):
+            params.pop(key, None)
         if trainer.optimizers:
             optimizer = trainer.optimizers[0]
             params |= {"optimizer": type(optimizer).__name__, "lr": optimizer.defaults.get("lr")}
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
+        fit_seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything
+        members = zip(pl_module.members, pl_module.last_epoch_metrics, member_loggers(trainer, len(pl_module.members)))
+        for member, last, loggers in members:
+            member_params = params | {"activation": member.activation, "activation_args": member.activation_args}
+            member_params["seed"] = member.seed if member.seed is not None else fit_seed
+            metrics = {f"final/{tag.replace('/', '_')}": last[tag] for tag in FINAL_METRICS if tag in last}
+            for logger in loggers:
                 # at the last step (not Lightning's default 0), so a resumed run's final values come last
-                logger.log_hyperparams(params, metrics, step=trainer.global_step)  # rank 0 only
+                logger.log_hyperparams(member_params, metrics or None, step=trainer.global_step)
 
 
-def _tensorboards(trainer: Trainer) -> list[Any]:
-    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+def _pixels(figure) -> np.ndarray:
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _tensorboards(loggers: list[Logger]) -> list[Any]:
+    return [logger.experiment for logger in loggers if isinstance(logger, TensorBoardLogger)]

@@ -1,8 +1,9 @@
 """The monitoring metrics as pure functions of tensors; ``ActivationMonitor`` only calls them.
 
-Notation: a layer computes z = W a + b, then a = f(z), for B samples and n units. Units sit on
-dimension 1 (features of a linear layer, channels of a convolution); every other dimension counts
-as samples.
+Notation: a layer computes z = W a + b, then a = f(z), for B samples and n units. Tensors of
+activations carry the members first (``lit_activations.stacked``; one network is K = 1): shape
+(K, B, n, ...), units on dimension 2 (features of a linear layer, channels of a convolution), every
+other dimension after the members counting as samples.
 """
 
 from __future__ import annotations
@@ -14,13 +15,20 @@ import torch
 from torch import nn
 
 
-def gradient_norms(grads: list[torch.Tensor], p: float) -> list[torch.Tensor]:
-    """The p-norm of each gradient as a 0-d tensor, from one fused call (what ``clip_grad_norm_`` uses).
+def gradient_norms(grads: list[torch.Tensor], p: float, num_members: int = 1) -> torch.Tensor:
+    """The p-norm of each member's part of each gradient, shape (len(grads), K); members on dim 0.
 
-    >>> [round(n.item(), 4) for n in gradient_norms([torch.tensor([3.0, -4.0]), torch.tensor([1.0, -1.0])], p=2)]
-    [5.0, 1.4142]
+    One network (K = 1) takes one fused call over every gradient (what ``clip_grad_norm_`` uses).
+
+    >>> gradient_norms([torch.tensor([3.0, -4.0]), torch.tensor([1.0, -1.0])], p=2)
+    tensor([[5.0000],
+            [1.4142]])
+    >>> gradient_norms([torch.tensor([[3.0, -4.0], [0.0, 2.0]])], p=1, num_members=2)
+    tensor([[7., 2.]])
     """
-    return list(torch._foreach_norm(grads, p))
+    if num_members == 1:
+        return torch.stack(torch._foreach_norm(grads, p)).unsqueeze(1)
+    return torch.stack([torch.linalg.vector_norm(g.reshape(num_members, -1), p, dim=1) for g in grads])
 
 
 def mean_abs(l1_norm: float, numel: int) -> float:
@@ -60,28 +68,35 @@ def local_slopes(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return slope
 
 
-def max_slope(activation: nn.Module, n_units: int, span: float = 20.0, points: int = 40_001) -> float:
-    """sup |f'(x)| estimated on a grid over [-span, span]: the scale that makes a slope "small".
+def max_slopes(
+    activation: nn.Module, n_units: int, num_members: int | None = None, span: float = 20.0, points: int = 40_001
+) -> torch.Tensor:
+    """sup |f'(x)| estimated on a grid over [-span, span]: the scale that makes a slope "small", per member (K,).
 
-    >>> round(max_slope(nn.Sigmoid(), n_units=1), 6)
-    0.25
+    ``num_members``: the activation takes (K, B, n) and each member gets its own; ``None``: it takes (B, n).
+
+    >>> max_slopes(nn.Sigmoid(), n_units=1)
+    tensor([0.2500])
     """
     grid = torch.linspace(-span, span, points).unsqueeze(1).expand(points, n_units)
-    return local_slopes(activation, grid).abs().max().item()
+    if num_members is not None:
+        grid = grid.expand(num_members, points, n_units)
+    slopes = local_slopes(activation, grid).abs()
+    return slopes.reshape(num_members or 1, -1).amax(1)
 
 
 def units_last(t: torch.Tensor) -> torch.Tensor:
-    """Reshape (B, n, ...) to (samples, n): units on dim 1 become columns, everything else rows."""
-    return t.movedim(1, -1).reshape(-1, t.shape[1]) if t.dim() > 1 else t.reshape(-1, 1)
+    """Reshape (K, B, n, ...) to (K, samples, n): units on dim 2 become columns, the rest after K rows."""
+    return t.movedim(2, -1).reshape(t.shape[0], -1, t.shape[2]) if t.dim() > 2 else t.reshape(t.shape[0], -1, 1)
 
 
-def small_slope_counts(slopes: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Per unit, how many samples have |f'(z)| < threshold: shape (n,).
+def small_slope_counts(slopes: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """Per member and unit, how many samples have |f'(z)| below the member's threshold: shape (K, n).
 
-    >>> small_slope_counts(torch.tensor([[0.0, 1.0], [0.0, 0.01]]), threshold=0.05)
-    tensor([2, 1])
+    >>> small_slope_counts(torch.tensor([[[0.0, 1.0], [0.0, 0.01]]]), thresholds=torch.tensor([0.05]))
+    tensor([[2, 1]])
     """
-    return (units_last(slopes).abs() < threshold).sum(0)
+    return (units_last(slopes).abs() < thresholds.view(-1, 1, 1)).sum(1)
 
 
 def saturation_fraction(small_counts: Sequence[float], n_samples: float) -> float:

@@ -86,7 +86,7 @@ def test_validate_test_and_predict_use_a_fitted_checkpoint(tmp_path):
     model = ActivationMLP.load_from_checkpoint(checkpoint, map_location="cpu")
     (grid,) = data._splits["predict"].tensors
     assert predicted[0].shape == (100,)
-    torch.testing.assert_close(predicted[0].cpu(), model.to_probabilities(model(grid)).detach())
+    torch.testing.assert_close(predicted[0].cpu(), model.to_probabilities(model(grid))[0].detach())
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)

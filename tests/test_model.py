@@ -4,18 +4,24 @@ import pytest
 import torch
 from torch import nn
 
+from lit_activations.members import Member
 from lit_activations.model import ActivationMLP
+from lit_activations.stacked import MemberActivation, MemberLinear
 
 
-def linears(model: nn.Module) -> list[nn.Linear]:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+def linears(model: nn.Module) -> list[MemberLinear]:
+    return [m for m in model.modules() if isinstance(m, MemberLinear)]
+
+
+def members(*specs: tuple) -> list[dict]:
+    return [Member(*spec).as_dict() for spec in specs]
 
 
 def test_default_network_is_the_tutorials():
     model = ActivationMLP(activation="tanh")
-    assert [(m.in_features, m.out_features) for m in linears(model)] == [(2, 5), (5, 5), (5, 5), (5, 5), (5, 1)]
+    assert [tuple(m.weight.shape) for m in linears(model)] == [(1, 5, 2), (1, 5, 5), (1, 5, 5), (1, 5, 5), (1, 1, 5)]
     assert sum(isinstance(m, nn.Tanh) for m in model.modules()) == 4
-    assert model(torch.zeros(7, 2)).shape == (7,)
+    assert model(torch.zeros(7, 2)).shape == (1, 7)
 
 
 def test_prelu_learns_one_slope_per_layer():
@@ -24,7 +30,7 @@ def test_prelu_learns_one_slope_per_layer():
     assert len(prelus) == 3 and len({id(m.weight) for m in prelus}) == 3
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     x = torch.randn(64, 2)
-    nn.functional.binary_cross_entropy_with_logits(model(x), (x.norm(dim=1) > 1).float()).backward()
+    model.member_losses(model(x), (x.norm(dim=1) > 1).float()).sum().backward()
     optimizer.step()
     slopes = [m.weight.item() for m in prelus]
     assert len(set(slopes)) == 3 and all(s != 0.25 for s in slopes)
@@ -52,15 +58,17 @@ def test_init_draws_with_the_documented_spread(init, std):
     torch.manual_seed(0)
     model = ActivationMLP(activation="selu", hidden_sizes=[400, 300], init=init, in_features=500)
     for layer in linears(model)[:2]:
-        fan_out, fan_in = layer.weight.shape
+        _, fan_out, fan_in = layer.weight.shape
         assert layer.weight.std().item() == pytest.approx(std(fan_in, fan_out), rel=0.02)
         assert torch.count_nonzero(layer.bias) == 0
 
 
-def test_auto_init_uses_the_activations_recommendation():
+def test_auto_init_uses_each_members_recommendation():
     torch.manual_seed(0)
-    selu = ActivationMLP(activation="selu", hidden_sizes=[300], init="auto", in_features=500)
-    assert linears(selu)[0].weight.std().item() == pytest.approx(1 / math.sqrt(500), rel=0.02)
+    model = ActivationMLP(hidden_sizes=[300], init="auto", in_features=500, members=members(("selu",), ("relu",)))
+    first = linears(model)[0].weight
+    assert first[0].std().item() == pytest.approx(1 / math.sqrt(500), rel=0.02)  # SELU: LeCun normal
+    assert first[1].std().item() == pytest.approx(math.sqrt(2 / 500), rel=0.02)  # ReLU: Kaiming
 
 
 def test_default_init_is_pytorchs():
@@ -68,18 +76,67 @@ def test_default_init_is_pytorchs():
     model = ActivationMLP(activation="relu")
     torch.manual_seed(1)
     reference = nn.Linear(2, 5)
-    assert torch.equal(linears(model)[0].weight, reference.weight)
+    assert torch.equal(linears(model)[0].weight[0], reference.weight)
+
+
+def test_each_member_starts_exactly_as_a_single_model_with_its_seed():
+    specs = [("relu", None, 3), ("sigmoid", None, 4), ("leaky_relu", {"negative_slope": 0.2}, 3), ("prelu", None, 5)]
+    torch.manual_seed(99)  # the fit's own seed plays no part for members with seeds
+    model = ActivationMLP(init="auto", members=members(*specs))
+    for k, (activation, args, seed) in enumerate(specs):
+        torch.manual_seed(seed)
+        single = ActivationMLP(activation=activation, activation_args=args, init="auto")
+        assert model.member_state_dict(k).keys() == single.state_dict().keys()
+        for name, value in model.member_state_dict(k).items():
+            assert torch.equal(value, single.state_dict()[name]), (activation, name)
+
+
+def test_members_without_a_seed_start_from_the_fits_seed():
+    torch.manual_seed(7)
+    model = ActivationMLP(members=members(("relu",), ("tanh",)))
+    torch.manual_seed(7)
+    single = ActivationMLP(activation="tanh")
+    assert torch.equal(linears(model)[0].weight[1], linears(single)[0].weight[0])
+
+
+def test_members_gradients_are_their_own_single_models_gradients():
+    specs = [("relu", None, 0), ("tanh", None, 1), ("prelu", None, 2)]
+    model = ActivationMLP(output="sigmoid", members=members(*specs))
+    x, y = torch.randn(32, 2), (torch.rand(32) > 0.5).float()
+    model.member_losses(model(x), y).sum().backward()
+    for k in range(len(specs)):
+        single = model.member_model(k)
+        single.member_losses(single(x), y).sum().backward()
+        grads = model.member_state_dict(k, {name: p.grad for name, p in model.named_parameters()})
+        for name, p in single.named_parameters():
+            torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_parameter_free_activations_are_shared_by_a_block_and_learnable_ones_are_not():
+    model = ActivationMLP(members=members(("relu", None, 0), ("relu", None, 1), ("prelu", None, 0), ("prelu", None, 1)))
+    activation = model.net[1]
+    assert isinstance(activation, MemberActivation) and activation.sizes == [2, 1, 1]
+    assert [activation.block_of(k) for k in range(4)] == [0, 0, 1, 2]
+
+
+def test_member_model_predicts_what_the_member_predicts():
+    model = ActivationMLP(members=members(("relu", None, 0), ("elu", {"alpha": 0.5}, 1)))
+    x = torch.randn(20, 2)
+    single = model.member_model(1)
+    assert single.hparams.activation == "elu" and single.hparams.activation_args == {"alpha": 0.5}
+    torch.testing.assert_close(single(x)[0], model(x)[1])
 
 
 def test_sigmoid_output_gives_probabilities_and_bce():
     model = ActivationMLP(output="sigmoid")
-    out = model(torch.randn(50, 2) * 10)
-    assert isinstance(model.loss_fn, nn.BCELoss) and ((out > 0) & (out < 1)).all()
-    assert torch.equal(model.to_probabilities(out), out)
+    x, y = torch.randn(50, 2) * 10, (torch.rand(50) > 0.5).float()
+    out = model(x)
+    assert ((out > 0) & (out < 1)).all() and torch.equal(model.to_probabilities(out), out)
+    torch.testing.assert_close(model.member_losses(out, y), nn.BCELoss()(out[0], y).reshape(1))
     logit_model = ActivationMLP()
-    assert isinstance(logit_model.loss_fn, nn.BCEWithLogitsLoss)
-    logits = torch.tensor([0.0, 2.0])
-    assert torch.allclose(logit_model.to_probabilities(logits), torch.sigmoid(logits))
+    logits = logit_model(x)
+    torch.testing.assert_close(logit_model.to_probabilities(logits), torch.sigmoid(logits))
+    torch.testing.assert_close(logit_model.member_losses(logits, y), nn.BCEWithLogitsLoss()(logits[0], y).reshape(1))
 
 
 def test_optimizer_and_scheduler_are_injected():
@@ -97,6 +154,7 @@ def test_optimizer_and_scheduler_are_injected():
     ("kwargs", "message"),
     [
         ({"activation": "relu7"}, r"unknown activation 'relu7'; choose one of: elu, gelu, identity"),
+        ({"members": [{"activation": "tanh7"}]}, r"unknown activation 'tanh7'; choose one of: elu, gelu, identity"),
         ({"hidden_sizes": []}, r"invalid model.hidden_sizes \[\]; expected a non-empty list of integers >= 1"),
         ({"hidden_sizes": [5, 0]}, r"invalid model.hidden_sizes \[5, 0\]"),
         ({"init": "orthogonal"}, r"invalid model.init 'orthogonal'; expected one of: auto, default, xavier"),

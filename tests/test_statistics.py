@@ -6,12 +6,24 @@ from torch import nn
 
 from lit_activations import statistics as stats
 from lit_activations.activations import ACTIVATIONS, create_activation
+from lit_activations.stacked import MemberActivation
 
 
-def test_units_are_dimension_1_and_the_rest_are_samples():
-    slopes = torch.zeros(2, 3, 4, 4)  # (B, C, H, W): 3 units, 2·4·4 = 32 samples each
-    slopes[:, 1] = 1.0
-    assert stats.small_slope_counts(slopes, threshold=0.5).tolist() == [32, 0, 32]
+def test_units_are_dimension_2_after_the_members_and_the_rest_are_samples():
+    slopes = torch.zeros(2, 2, 3, 4, 4)  # (K, B, C, H, W): 2 members, 3 units, 2·4·4 = 32 samples each
+    slopes[:, :, 1] = 1.0
+    slopes[1, :, 2] = 0.3
+    counts = stats.small_slope_counts(slopes, thresholds=torch.tensor([0.5, 0.2]))  # each member its own threshold
+    assert counts.tolist() == [[32, 0, 32], [32, 0, 0]]
+
+
+def test_gradient_norms_per_member_equal_each_members_own():
+    grads = [torch.randn(3, 4, 5), torch.randn(3, 4)]  # 3 members stacked on dim 0
+    per_member = stats.gradient_norms(grads, p=1, num_members=3)
+    expected = torch.tensor([[g[k].abs().sum().item() for k in range(3)] for g in grads])
+    torch.testing.assert_close(per_member, expected)
+    one = stats.gradient_norms(grads, p=2)  # one member: the whole tensor
+    torch.testing.assert_close(one[:, 0], torch.stack([g.norm() for g in grads]))
 
 
 def test_vanishing_ratio_when_a_layer_has_no_gradient():
@@ -21,12 +33,19 @@ def test_vanishing_ratio_when_a_layer_has_no_gradient():
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_measured_max_slope_equals_the_registrys_closed_form(name):
-    assert stats.max_slope(create_activation(name), n_units=3) == pytest.approx(ACTIVATIONS[name].max_slope, rel=1e-3)
+    (measured,) = stats.max_slopes(create_activation(name), n_units=3).tolist()
+    assert measured == pytest.approx(ACTIVATIONS[name].max_slope, rel=1e-3)
 
 
 def test_max_slope_follows_the_activations_parameters():
-    assert stats.max_slope(nn.ELU(alpha=2.0), n_units=1) == pytest.approx(2.0, rel=1e-3)
-    assert stats.max_slope(nn.LeakyReLU(negative_slope=3.0), n_units=1) == pytest.approx(3.0)
+    assert stats.max_slopes(nn.ELU(alpha=2.0), n_units=1).item() == pytest.approx(2.0, rel=1e-3)
+    assert stats.max_slopes(nn.LeakyReLU(negative_slope=3.0), n_units=1).item() == pytest.approx(3.0)
+
+
+def test_max_slope_of_each_member_of_a_stacked_activation():
+    blocks = MemberActivation([(nn.Sigmoid(), 2), (nn.ELU(alpha=2.0), 1)])
+    measured = stats.max_slopes(blocks, n_units=4, num_members=3)
+    torch.testing.assert_close(measured, torch.tensor([0.25, 0.25, 2.0]), rtol=1e-3, atol=0)
 
 
 def test_local_slopes_inside_inference_mode_and_per_channel_prelu():

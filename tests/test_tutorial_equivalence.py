@@ -46,7 +46,7 @@ def test_tutorial_config_trains_the_same_weights_as_a_plain_loop():
         "--model.activation=tanh", "--seed_everything=3", f"--trainer.max_epochs={EPOCHS}",
     )  # fmt: skip
     reference, epoch_losses = plain_tutorial_loop(seed=3, epochs=EPOCHS)
-    ours = [p.detach().cpu() for p in cli.model.net.parameters()]
+    ours = [p[0].detach().cpu() for p in cli.model.net.parameters()]  # member 0, the only one
     theirs = [p.detach() for p in reference.parameters()]
     assert len(ours) == len(theirs) == 10
     assert cli.trainer.global_step == EPOCHS * 32

@@ -1,0 +1,139 @@
+"""Members: the independent networks one fit trains side by side, one per (activation, its arguments, seed).
+
+A study's cells that differ only in activation and seed share the data, the hidden sizes, the
+init scheme, the output and the optimizer settings, so one fit can train them all at once: one
+Lightning step then does the work of K fits (see ``lit_activations.stacked``). Each member is
+still its own experiment: its initial weights are those of a single fit with its seed, its loss is
+its own mean loss, and it logs into its own run directory.
+
+``--members.activations`` and ``--members.seeds`` give the grid; an entry of the activations can
+carry its own ``args`` and ``seeds``:
+
+>>> [m.name for m in expand_members("relu", None, ["tanh", {"name": "leaky_relu", "args": {"negative_slope": 0.2}}],
+...                                 [0, 1])]
+['tanh', 'tanh', 'leaky_relu-negative_slope=0.2', 'leaky_relu-negative_slope=0.2']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lit_activations.activations import run_name
+
+DEFAULT_RUN_DIR = "{activation}/seed_{seed}"
+_ENTRY_KEYS = ("name", "args", "seeds")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One network of a fit.
+
+    Attributes:
+        activation: a registered name or the import path of an ``nn.Module`` class.
+        activation_args: the activation's keyword arguments.
+        seed: the seed of its initialisation; ``None`` takes the fit's own (``seed_everything``).
+    """
+
+    activation: str
+    activation_args: Mapping[str, Any] | None = None
+    seed: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The activation and its arguments as a directory name, e.g. ``leaky_relu-negative_slope=0.2``."""
+        args = ",".join(f"{key}={value}" for key, value in sorted((self.activation_args or {}).items()))
+        return run_name(self.activation) + (f"-{args}" if args else "")
+
+    @property
+    def label(self) -> str:
+        """Name and seed, for messages: ``tanh/seed_3``."""
+        return self.name if self.seed is None else f"{self.name}/seed_{self.seed}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, as the model's hyperparameters and checkpoints keep it."""
+        return asdict(self) | {"activation_args": dict(self.activation_args) if self.activation_args else None}
+
+
+def expand_members(
+    activation: str,
+    activation_args: Mapping[str, Any] | None,
+    activations: Sequence[str | Mapping[str, Any]] | None,
+    seeds: Sequence[int] | None,
+) -> list[Member] | None:
+    """The members of ``--members.activations`` × ``--members.seeds``, or ``None`` when neither is given.
+
+    Without ``activations`` every member has ``activation`` (``--model.activation``) and its
+    ``activation_args``; without ``seeds`` every member takes the fit's own seed. An entry of
+    ``activations`` is a name or ``{name: ..., args: {...}, seeds: [...]}``, whose ``seeds`` replace
+    the common ones for that activation.
+
+    Raises:
+        ValueError: an empty list, an entry of another shape, or the same member twice.
+    """
+    if activations is None and seeds is None:
+        return None
+    if activations is not None and not activations:
+        raise ValueError("invalid members.activations []; expected a non-empty list of activations")
+    if seeds is not None and not seeds:
+        raise ValueError("invalid members.seeds []; expected a non-empty list of integers")
+    members = []
+    for entry in activations if activations is not None else [{"name": activation, "args": activation_args}]:
+        name, args, entry_seeds = _entry(entry)
+        for seed in entry_seeds or seeds or [None]:
+            members.append(Member(name, args, seed))
+    seen = set()
+    for member in members:
+        if member.label in seen:
+            raise ValueError(f"invalid members: {member.label} appears twice; each (activation, seed) once")
+        seen.add(member.label)
+    return members
+
+
+def member_run_dirs(members: Sequence[Member], template: str | None = None) -> list[str]:
+    """Each member's run directory from ``template`` (``{activation}``, ``{seed}``), relative to the fit's.
+
+    The default is ``{activation}/seed_{seed}``, or ``{activation}`` when the members take the fit's seed.
+
+    >>> member_run_dirs([Member("relu", seed=0), Member("tanh", seed=0)])
+    ['relu/seed_0', 'tanh/seed_0']
+
+    Raises:
+        ValueError: a template that uses ``{seed}`` without seeds, another placeholder, or gives two members one directory.
+    """
+    if template is None:
+        template = "{activation}" if any(m.seed is None for m in members) else DEFAULT_RUN_DIR
+    dirs = []
+    for member in members:
+        if "{seed}" in template and member.seed is None:
+            raise ValueError(f"invalid members.run_dir {template!r}: it uses {{seed}} but members.seeds is not set")
+        try:
+            dirs.append(template.format(activation=member.name, seed=member.seed))
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(
+                f"invalid members.run_dir {template!r}; expected a path with the placeholders {{activation}} and {{seed}}"
+            ) from None
+    if len(set(dirs)) < len(dirs):
+        raise ValueError(f"invalid members.run_dir {template!r}: it gives several members the same directory")
+    return dirs
+
+
+def fit_name(activation: str, activations: Sequence[str | Mapping[str, Any]] | None) -> str:
+    """The directory name of a fit under ``save_dir``: its activation's, or ``members`` when they differ.
+
+    >>> fit_name("relu", None), fit_name("relu", ["tanh"]), fit_name("relu", ["tanh", "relu"])
+    ('relu', 'tanh', 'members')
+    """
+    names = {run_name(_entry(entry)[0]) for entry in activations} if activations else {run_name(activation)}
+    return names.pop() if len(names) == 1 else "members"
+
+
+def _entry(entry: str | Mapping[str, Any]) -> tuple[str, Mapping[str, Any] | None, list[int] | None]:
+    if isinstance(entry, str):
+        return entry, None, None
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or set(entry) - set(_ENTRY_KEYS):
+        raise ValueError(
+            f"invalid members.activations entry {entry!r}; expected a name or {{name: NAME, args: {{...}}, seeds: [...]}}"
+        )
+    return entry["name"], entry.get("args") or None, list(entry["seeds"]) if entry.get("seeds") else None
