@@ -136,7 +136,8 @@ class ActivationMonitor(Callback):
                 f"`ActivationMonitor` found no layer of types {[t.__name__ for t in self.layer_types]} and no"
                 f" activation in {type(pl_module).__name__}: set layer_types, activation_types or activation_pattern."
             )
-        counts = {getattr(module, "num_members", 1) for module in [*layers.values(), *activations.values()]}  # a plain module is one member
+        # a module without a member axis is one member
+        counts = {getattr(module, "num_members", 1) for module in [*layers.values(), *activations.values()]}
         if len(counts) > 1:
             raise RuntimeError(
                 f"`ActivationMonitor` found layers with different numbers of members {sorted(counts)} in"

@@ -82,9 +82,9 @@ class ActivationCLI(LightningCLI):
         )  # fmt: skip
         member_grid = ("model.activation", "model.activation_args", "members.activations", "members.seeds")
         parser.link_arguments(member_grid, "model.members", compute_fn=_member_dicts)
-        parser.link_arguments((*member_grid, "members.run_dir"), "trainer.logger.init_args.members", compute_fn=_run_dirs)
-        parser.link_arguments(("model.activation", "members.activations"), "trainer.logger.init_args.name",
-                              compute_fn=fit_name)  # fmt: skip
+        logger = "trainer.logger.init_args"
+        parser.link_arguments((*member_grid, "members.run_dir"), f"{logger}.members", compute_fn=_run_dirs)
+        parser.link_arguments(("model.activation", "members.activations"), f"{logger}.name", compute_fn=fit_name)
         parser.link_arguments("data.num_features", "model.in_features", apply_on="instantiate")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:

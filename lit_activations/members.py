@@ -100,7 +100,7 @@ def member_run_dirs(members: Sequence[Member], template: str | None = None) -> l
     ['relu/seed_0', 'tanh/seed_0']
 
     Raises:
-        ValueError: a template that uses ``{seed}`` without seeds, another placeholder, or gives two members one directory.
+        ValueError: ``{seed}`` without seeds, another placeholder, or one directory for two members.
     """
     if template is None:
         template = "{activation}" if any(m.seed is None for m in members) else DEFAULT_RUN_DIR
@@ -112,7 +112,8 @@ def member_run_dirs(members: Sequence[Member], template: str | None = None) -> l
             dirs.append(template.format(activation=member.name, seed=member.seed))
         except (KeyError, IndexError, ValueError):
             raise ValueError(
-                f"invalid members.run_dir {template!r}; expected a path with the placeholders {{activation}} and {{seed}}"
+                f"invalid members.run_dir {template!r}; expected a path with the placeholders"
+                " {activation} and {seed}"
             ) from None
     if len(set(dirs)) < len(dirs):
         raise ValueError(f"invalid members.run_dir {template!r}: it gives several members the same directory")
@@ -134,6 +135,7 @@ def _entry(entry: str | Mapping[str, Any]) -> tuple[str, Mapping[str, Any] | Non
         return entry, None, None
     if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or set(entry) - set(_ENTRY_KEYS):
         raise ValueError(
-            f"invalid members.activations entry {entry!r}; expected a name or {{name: NAME, args: {{...}}, seeds: [...]}}"
+            f"invalid members.activations entry {entry!r}; expected a name or"
+            " {name: NAME, args: {...}, seeds: [...]}"
         )
     return entry["name"], entry.get("args") or None, list(entry["seeds"]) if entry.get("seeds") else None

@@ -147,7 +147,7 @@ class ActivationMLP(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
 
     def member_model(self, k: int) -> ActivationMLP:
-        """Member ``k`` as a model of its own (one member): the network a single fit of its activation and seed holds."""
+        """Member ``k`` as a model of its own: the network a single fit of its activation and seed holds."""
         member = self.members[k]
         hparams = {key: value for key, value in self.hparams.items() if not key.startswith("_")}
         hparams |= {"activation": member.activation, "activation_args": member.as_dict()["activation_args"]}
@@ -155,7 +155,9 @@ class ActivationMLP(LightningModule):
         single.load_state_dict(self.member_state_dict(k))
         return single
 
-    def member_state_dict(self, k: int, state_dict: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def member_state_dict(
+        self, k: int, state_dict: Mapping[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Member ``k``'s entries of ``state_dict`` (default: this model's), keyed as in a model of one member."""
         state_dict = self.state_dict() if state_dict is None else state_dict
         member: dict[str, torch.Tensor] = {}

@@ -72,8 +72,8 @@ class RunSummary(Callback):
         probabilities = probabilities.cpu().numpy()  # (K, grid points)
         points, labels = (t.numpy() for t in data.train_points)
         low, high = grid.min(0).values.numpy(), grid.max(0).values.numpy()
-        for member_probabilities, loggers in zip(probabilities, member_loggers(trainer, len(probabilities)), strict=True):
-            image = decision_boundary_image(member_probabilities, points, labels, low, high)
+        for p_member, loggers in zip(probabilities, member_loggers(trainer, len(probabilities)), strict=True):
+            image = decision_boundary_image(p_member, points, labels, low, high)
             for experiment in _tensorboards(loggers):
                 experiment.add_image("decision_boundary", image, global_step=trainer.global_step, dataformats="HWC")
 
@@ -87,8 +87,8 @@ class RunSummary(Callback):
             optimizer = trainer.optimizers[0]
             params |= {"optimizer": type(optimizer).__name__, "lr": optimizer.defaults.get("lr")}
         fit_seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything
-        members = zip(pl_module.members, pl_module.last_epoch_metrics, member_loggers(trainer, len(pl_module.members)))
-        for member, last, loggers in members:
+        loggers_of = member_loggers(trainer, len(pl_module.members))
+        for member, last, loggers in zip(pl_module.members, pl_module.last_epoch_metrics, loggers_of, strict=True):
             member_params = params | {"activation": member.activation, "activation_args": member.activation_args}
             member_params["seed"] = member.seed if member.seed is not None else fit_seed
             metrics = {f"final/{tag.replace('/', '_')}": last[tag] for tag in FINAL_METRICS if tag in last}
