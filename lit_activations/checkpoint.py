@@ -1,10 +1,19 @@
-"""``PeriodicCheckpoint``: Lightning's ModelCheckpoint, every n epochs and always after the last one."""
+"""``PeriodicCheckpoint``: Lightning's ModelCheckpoint, every n epochs and always after the last one.
+
+Also each member's own checkpoint at the end of a fit of several members (``member_checkpoint``).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from typing_extensions import override
+
+from lit_activations.logger import TensorBoardRunLogger
 
 
 class PeriodicCheckpoint(ModelCheckpoint):
@@ -17,6 +26,11 @@ class PeriodicCheckpoint(ModelCheckpoint):
     ``every_n_epochs=10`` would keep the weights of epoch 10. This subclass also saves after the
     last epoch (named like the periodic saves), or when training stops early (``max_steps``,
     ``max_time``, a callback's stop), so ``last.ckpt`` always holds the trained model.
+
+    In a fit of several members, the fit's checkpoints hold every member (and resume the whole
+    fit); after the final save each member's run directory also gets its own model, as an
+    ordinary single-network checkpoint that ``validate``, ``test``, ``predict`` and
+    ``ActivationMLP.load_from_checkpoint`` take (``member_checkpoint``).
     The arguments are ``ModelCheckpoint``'s.
     """
 
@@ -37,3 +51,36 @@ class PeriodicCheckpoint(ModelCheckpoint):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
+            self._save_members(trainer)
+
+    def _save_members(self, trainer: Trainer) -> None:
+        logger, saved = trainer.logger, self.last_model_path or self.best_model_path
+        if not trainer.is_global_zero or not saved or not isinstance(logger, TensorBoardRunLogger):
+            return
+        if logger.member_runs == [logger]:
+            return
+        checkpoint = torch.load(saved, map_location="cpu", weights_only=False)  # the file this callback just wrote
+        name = Path(self.best_model_path).name if self.best_model_path else "final.ckpt"  # never last.ckpt: no resume
+        for k, directory in enumerate(logger.member_dirs):
+            (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
+            torch.save(member_checkpoint(checkpoint, trainer.lightning_module, k), directory / "checkpoints" / name)
+
+
+def member_checkpoint(checkpoint: dict[str, Any], model: LightningModule, k: int) -> dict[str, Any]:
+    """Member ``k`` of a fit's ``checkpoint`` as the checkpoint of a single network of its activation and seed.
+
+    It holds the member's weights and hyperparameters (and the fit's epoch, step and data), not the
+    optimizer's state: it is for evaluating the member (``validate``, ``test``, ``predict``), not
+    for resuming it; the fit's own checkpoint resumes every member.
+    """
+    member = model.members[k]
+    hyper_parameters = checkpoint["hyper_parameters"] | {
+        "activation": member.activation,
+        "activation_args": member.as_dict()["activation_args"],
+        "members": None,
+    }
+    dropped = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
+    return {key: value for key, value in checkpoint.items() if key not in dropped} | {
+        "state_dict": model.member_state_dict(k, checkpoint["state_dict"]),
+        "hyper_parameters": hyper_parameters,
+    }

@@ -240,7 +240,7 @@ def _check_members_stay_independent(model: ActivationMLP, trainer: Trainer) -> N
             f"invalid model.scheduler ReduceLROnPlateau for {k} members: it watches one metric for all of them;"
             " use a schedule of the step or epoch (StepLR, CosineAnnealingLR, ...) or train one member per fit"
         )
-    if trainer.gradient_clip_val and trainer.gradient_clip_algorithm == "norm":
+    if trainer.gradient_clip_val and trainer.gradient_clip_algorithm != "value":  # None: Lightning clips by norm
         raise ValueError(
             f"invalid trainer.gradient_clip_val {trainer.gradient_clip_val} for {k} members: clipping by the global"
             " norm couples them; set --trainer.gradient_clip_algorithm=value, or train one member per fit"

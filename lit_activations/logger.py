@@ -68,6 +68,16 @@ class TensorBoardRunLogger(TensorBoardLogger):
         return self._member_runs
 
     @property
+    @override
+    def experiment(self) -> Any:
+        """The SummaryWriter of a one-run fit; with members, one that writes whatever it gets to every member's run."""
+        if self._member_dirs is None:
+            return super().experiment
+        if rank_zero_only.rank != 0:
+            return _FanOut([])  # only rank 0 writes
+        return _FanOut([run.experiment for run in self.member_runs])
+
+    @property
     def member_dirs(self) -> list[Path]:
         return [Path(run.log_dir) for run in self.member_runs]
 
@@ -112,6 +122,20 @@ class _MemberRun(TensorBoardLogger):
     @override
     def log_dir(self) -> str:
         return self.root_dir
+
+
+class _FanOut:
+    """Calls each SummaryWriter method on every member's writer (Lightning and user code may write to the fit's)."""
+
+    def __init__(self, writers: list[Any]) -> None:
+        self._writers = writers
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> None:
+            for writer in self._writers:
+                getattr(writer, name)(*args, **kwargs)
+
+        return call
 
 
 def member_loggers(trainer: Trainer, num_members: int) -> list[list[Logger]]:

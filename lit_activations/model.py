@@ -45,7 +45,8 @@ class ActivationMLP(LightningModule):
             ``sigmoid`` puts it through a sigmoid and trains with ``BCELoss``, as the tutorial does.
         in_features: input size; the CLI links it to the data module's ``num_features``.
         optimizer: builds the optimizer from the parameters (default Adam, lr 1e-3).
-        scheduler: optionally builds a learning-rate scheduler from the optimizer.
+        scheduler: optionally builds a learning-rate scheduler from the optimizer; ``ReduceLROnPlateau``
+            watches ``val/loss``.
         members: the members, as ``Member.as_dict()`` entries; the CLI sets them from
             ``--members.activations`` and ``--members.seeds``. ``None``: one network of ``activation``.
     """
@@ -144,7 +145,10 @@ class ActivationMLP(LightningModule):
         optimizer = self.optimizer(self.parameters())
         if self.scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+        scheduler = self.scheduler(optimizer)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):  # it needs a metric to watch
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def member_model(self, k: int) -> ActivationMLP:
         """Member ``k`` as a model of its own: the network a single fit of its activation and seed holds."""

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_activations.callbacks import ActivationMonitor
+from lit_activations.cli import cli_main
 from lit_activations.events import read_scalars
 
 from runs import QUIET, REPO
@@ -28,6 +29,14 @@ def test_gpu_preset_trains_and_logs(tmp_path):
     scalars = read_scalars(tmp_path / "logs" / "relu" / "version_0")
     assert len(scalars["val/acc"]) == 3
     assert {"saturation/net.1", "grad_norm/net.0.weight", "vanishing_ratio/epoch"} <= set(scalars)
+
+
+def test_fp16_loss_scaling_is_refused_for_members(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--trainer.accelerator=gpu", "--trainer.precision=16-mixed", "--members.seeds=[0, 1]", *QUIET])
+    assert exit_info.value.code == 2
+    assert "invalid trainer.precision 16-mixed for 2 members" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
 
 
 def test_monitor_makes_no_cuda_sync_on_quiet_steps(tmp_path, monkeypatch):
