@@ -27,9 +27,8 @@ LABELS = ["sigmoid/seed_3", "hardtanh/seed_3", "leaky_relu-negative_slope=0.2/se
 def member_fit(tmp_path_factory):
     """One fit of five members: the tutorial configuration, shuffled, 3 epochs, a boundary image every 2."""
     logs = tmp_path_factory.mktemp("members")
-    cli = fit("--config", TUTORIAL, "--data.shuffle=true", "--trainer.max_epochs=3", "--summary.boundary_every_n_epochs=2",
-              "--members.seeds=[3]", MEMBERS, f"--trainer.logger.init_args.save_dir={logs}")  # fmt: skip
-    return cli
+    return fit("--config", TUTORIAL, "--data.shuffle=true", "--trainer.max_epochs=3", "--members.seeds=[3]", MEMBERS,
+               "--summary.boundary_every_n_epochs=2", f"--trainer.logger.init_args.save_dir={logs}")  # fmt: skip
 
 
 def test_each_member_equals_the_single_fit_of_its_own_config_file(member_fit, tmp_path):
