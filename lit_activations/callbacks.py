@@ -289,15 +289,26 @@ class ActivationMonitor(Callback):
                 write_scalars(logger, metrics, trainer.global_step)  # loggers write on rank 0 only
 
     def _histogram(self, trainer: Trainer, tag: str, values: torch.Tensor) -> None:
-        """One histogram per member of ``values`` (K, ...)."""
+        """One histogram per member of ``values`` (K, ...), with 30 bins over the member's range.
+
+        Computed for every member at once (``stats.histograms``): TensorBoard's ``add_histogram``
+        on each member's values took 0.8 ms, which a fit of many members pays K times per tag.
+        """
         if not trainer.is_global_zero:
             return
-        values = values.detach().float().cpu()
-        for loggers, member_values in zip(self._state.loggers, values, strict=True):
+        values = values.detach().reshape(len(values), -1)
+        counts, edges = stats.histograms(values, bins=30)
+        summary = torch.stack([values.double().sum(1), values.double().square().sum(1), values.amin(1), values.amax(1)])
+        counts, edges, (sums, squares, lows, highs) = counts.tolist(), edges.tolist(), summary.tolist()  # one sync
+        for k, loggers in enumerate(self._state.loggers):
             for logger in loggers:
                 if isinstance(logger, TensorBoardLogger):
-                    # 30 bins over the range: a sixth of the time of the default "tensorflow" bins here
-                    logger.experiment.add_histogram(tag, member_values, trainer.global_step, bins=30)
+                    # TensorBoard reads each bucket's right limit: a first empty bucket carries the left edge
+                    logger.experiment.add_histogram_raw(
+                        tag, min=lows[k], max=highs[k], num=values.shape[1], sum=sums[k], sum_squares=squares[k],
+                        bucket_limits=edges[k], bucket_counts=[0, *counts[k]],
+                        global_step=trainer.global_step,
+                    )  # fmt: skip
 
     def _remove_hooks(self) -> None:
         for handle in self._state.hooks:

@@ -1,14 +1,20 @@
-"""``python -m lit_activations compare``: the activation study, many fits -> one table and one figure.
+"""``python -m lit_activations compare``: the activation study, many runs -> one table and one figure.
 
-Each (activation, seed) is an ordinary ``fit`` through the same command line, in its own run
-directory ``<study_dir>/<activation>/seed_<s>``, run as a separate process, ``--jobs`` at a time.
-The processes are forked from a server that has imported Lightning once (multiprocessing's
-"forkserver"), so a fit starts in a fraction of a second instead of the 5 s of a new interpreter.
-The seed is ``--seed_everything`` (initialisation); the data stay those of ``--data.seed``. Every
-other argument goes to each fit unchanged, e.g. ``--config configs/tutorial.yaml``. Afterwards the
-runs are read back from their event files into ``results.md``, ``results.csv`` and
-``comparison.png`` in the study directory. A run that fails is reported and the others go on; a
-run that finished before is not run again.
+A study's cells are its (activation, seed) pairs; each cell is an ordinary run in its own directory
+``<study_dir>/<activation>/seed_<s>``. By default the cells are trained as members of as few fits as
+``--jobs`` allows (``lit_activations.members``): one fit per job, the cells split evenly, so a
+Lightning step does the work of many runs. ``--vectorize=false`` runs one fit per cell instead.
+Either way each fit is an ordinary ``fit`` through the same command line, in a process of its
+own, forked from a server that has imported Lightning once (multiprocessing's "forkserver"), so
+it starts in a fraction of a second instead of the 5 s of a new interpreter. The fits' own
+directories (``config.yaml``, the checkpoints that resume them) are under ``<study_dir>/fits``.
+
+The seed is ``--seed_everything`` of the cell's single fit (initialisation); the data stay those of
+``--data.seed``. Every other argument goes to each fit unchanged, e.g. ``--config
+configs/tutorial.yaml``. Afterwards the runs are read back from their event files into
+``results.md``, ``results.csv`` and ``comparison.png`` in the study directory. A fit that fails is
+retried one cell per fit, so a failing cell is reported on its own and the others go on; a cell
+that finished before is not run again.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
+import json
 import math
 import multiprocessing
 import os
@@ -25,15 +32,15 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
-from lit_activations.activations import run_name
+from lit_activations.activations import get_activation, run_name
 from lit_activations.events import read_scalars
 from lit_activations.plots import study_figure
 
@@ -47,6 +54,8 @@ COLUMNS = ("activation", "runs", "failed", "val_acc_mean", "val_acc_std", "epoch
 
 @dataclass
 class Run:
+    """One cell of the study: an (activation, seed) and the run directory it logs into."""
+
     activation: str
     seed: int
     directory: Path
@@ -63,20 +72,28 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument("--activations", required=True, type=_names, help="comma-separated, e.g. sigmoid,tanh,relu")
     parser.add_argument("--seeds", default=[0], type=_seeds, help="comma-separated integers (default: 0)")
     parser.add_argument("--jobs", default=os.cpu_count() or 1, type=_positive, help="fits at a time (default: cores)")
+    parser.add_argument(
+        "--vectorize", default=True, type=_boolean,
+        help="train the cells as members of one fit per job (default: true); false: one fit per cell",
+    )  # fmt: skip
     parser.add_argument("--study_dir", default=Path("logs/study"), type=Path, help="default: logs/study")
     args, fit_args = parser.parse_known_args(argv)
+    if any(arg.startswith("--members") for arg in fit_args):
+        parser.error("--members.* is compare's own choice: give the cells with --activations and --seeds")
 
     runs = [Run(a, s, args.study_dir / run_name(a) / f"seed_{s}") for a in args.activations for s in args.seeds]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)  # no oversubscription of the cores
-    context = _process_context()
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(_fit, run, fit_args, args.study_dir, threads, context): run for run in runs}
-        for done, future in enumerate(as_completed(futures), start=1):
-            run, seconds = futures[future], future.result()
-            status = "skipped (finished before)" if seconds is None else f"{seconds:.1f} s"
-            outcome = f"failed: {run.error}" if run.error else "ok"
-            print(f"[{done}/{len(runs)}] {run.activation} seed {run.seed}: {outcome}, {status}", flush=True)
+    progress = _Progress(len(runs))
+    pending = []
+    for run in runs:
+        if (run.directory / FINISHED).exists():
+            progress.report([run], "skipped (finished before)")
+        elif error := _activation_error(run.activation):  # checked here, so it cannot fail a fit of other cells
+            run.error = error
+            progress.report([run], "not run")
+        else:
+            pending.append(run)
+    _run_fits(_split(pending, args.jobs if args.vectorize else len(pending)), args, fit_args, progress)
     print(f"{len(runs)} runs in {time.monotonic() - started:.1f} s", flush=True)
     for run in runs:
         if not run.error:
@@ -100,17 +117,81 @@ def compare_main(argv: list[str]) -> int:
     return 1 if all(r.error for r in runs) else 0
 
 
+@dataclass
+class _Progress:
+    """One line per run as its fit ends."""
+
+    total: int
+    done: int = 0
+
+    def report(self, runs: list[Run], status: str) -> None:
+        together = f" ({len(runs)} runs in one fit)" if len(runs) > 1 else ""
+        for run in runs:
+            self.done += 1
+            outcome = f"failed: {run.error}, {status}" if run.error else status
+            print(f"[{self.done}/{self.total}] {run.activation} seed {run.seed}: {outcome}{together}", flush=True)
+
+
+def _run_fits(fits: list[list[Run]], args: argparse.Namespace, fit_args: list[str], progress: _Progress) -> None:
+    """Run ``fits`` (lists of cells), ``args.jobs`` at a time; a failed fit of several cells is retried cell by cell."""
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)  # no oversubscription of the cores
+    context = _process_context()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        running: dict[Future, list[Run]] = {}
+
+        def submit(cells: list[Run]) -> None:
+            running[pool.submit(_fit, cells, fit_args, args.study_dir, threads, context)] = cells
+
+        for cells in fits:
+            submit(cells)
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                cells, seconds = running.pop(future), future.result()
+                if len(cells) > 1 and any(run.error for run in cells):  # alone, a bad cell fails without the others
+                    for cell in cells:
+                        cell.error = ""
+                        submit([cell])
+                else:
+                    progress.report(cells, f"ok, {seconds:.1f} s" if not cells[0].error else f"{seconds:.1f} s")
+
+
+def _activation_error(activation: str) -> str:
+    """The fit's own one-line error for an activation that does not exist, or ``""``."""
+    try:
+        get_activation(activation)
+    except ValueError as err:
+        return f"error: {err}"
+    return ""
+
+
+def _split(runs: list[Run], parts: int) -> list[list[Run]]:
+    """``runs`` in ``parts`` consecutive chunks whose sizes differ by at most one (no empty chunk)."""
+    parts = min(parts, len(runs))
+    sizes = [len(runs) // parts + (i < len(runs) % parts) for i in range(parts)]
+    return [runs[a:b] for a, b in pairwise(np.cumsum([0, *sizes]))]
+
+
 def _fit(
-    run: Run, fit_args: list[str], study_dir: Path, threads: int, context: multiprocessing.context.BaseContext
-) -> float | None:
-    """Run one fit in its own process; return its wall time, or None if it had finished before."""
-    if (run.directory / FINISHED).exists():
-        return None
-    shutil.rmtree(run.directory, ignore_errors=True)  # what an unfinished earlier attempt left
+    runs: list[Run], fit_args: list[str], study_dir: Path, threads: int, context: multiprocessing.context.BaseContext
+) -> float:
+    """Train ``runs`` as the members of one fit, in its own process; return its wall time.
+
+    A failed fit leaves its last line of output as each run's ``error``.
+    """
+    for run in runs:
+        shutil.rmtree(run.directory, ignore_errors=True)  # what an unfinished earlier attempt left
+    entries: list[dict[str, object]] = []
+    for run in runs:  # consecutive cells of one activation: one entry with their seeds
+        if entries and entries[-1]["name"] == run.activation:
+            entries[-1]["seeds"].append(run.seed)
+        else:
+            entries.append({"name": run.activation, "seeds": [run.seed]})
+    run_dir = str(study_dir.resolve()).replace("{", "{{").replace("}", "}}") + "/{activation}/seed_{seed}"
     arguments = [
         "fit", *fit_args,
-        f"--model.activation={run.activation}", f"--seed_everything={run.seed}",
-        f"--trainer.logger.init_args.save_dir={study_dir}", f"--trainer.logger.init_args.version=seed_{run.seed}",
+        f"--members.activations={json.dumps(entries)}", f"--members.run_dir={run_dir}",
+        f"--trainer.logger.init_args.save_dir={study_dir / 'fits'}",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
     ]  # fmt: skip
     started = time.monotonic()
@@ -120,10 +201,11 @@ def _fit(
         process.start()
         process.join()
         lines = output.read_text(errors="replace").strip().splitlines() if output.exists() else []
-    if process.exitcode == 0:
-        (run.directory / FINISHED).touch()
-    else:
-        run.error = lines[-1] if lines else f"exit status {process.exitcode}"
+    for run in runs:
+        if process.exitcode == 0:
+            (run.directory / FINISHED).touch()
+        else:
+            run.error = lines[-1] if lines else f"exit status {process.exitcode}"
     return time.monotonic() - started
 
 
@@ -134,11 +216,11 @@ def _fit_process(arguments: list[str], threads: int, output: Path) -> None:
     file = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(file, sys.stdout.fileno())  # C libraries' output too; multiprocessing flushes both at exit
     os.dup2(file, sys.stderr.fileno())
-    torch.set_num_threads(threads)
     # To Lightning this process is `python -m lit_activations ARGUMENTS`: its DDP launcher starts the other
     # ranks as `python -m <__main__'s module> <sys.argv[1:]>` (multiprocessing's spawn sets __main__ the same way).
     sys.modules["__main__"] = importlib.import_module("lit_activations.__main__")
     sys.argv = ["lit_activations", *arguments]
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the fit's --threads default
     cli_main()
 
 
@@ -231,6 +313,12 @@ def _seeds(text: str) -> list[int]:
         return list(dict.fromkeys(int(seed) for seed in text.split(",")))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
 
 
 def _positive(text: str) -> int:

@@ -190,13 +190,15 @@ class ActivationMLP(LightningModule):
         accuracy.reset()
 
     def _log_members(self, values: dict[str, torch.Tensor]) -> None:
-        """Write each member's values (tag -> (K,)) to its own run; the mean goes to the progress bar.
+        """Write each member's values (tag -> (K,)) to its own run.
 
-        The mean over members (the value itself for one network) is also what ``trainer.callback_metrics``
-        holds, for callbacks that read a metric of a single network.
+        One network's values also go to the progress bar and ``trainer.callback_metrics``, for callbacks
+        that watch a metric (early stopping, a checkpoint's monitor); in a fit of several members no
+        metric speaks for all of them (the CLI refuses such callbacks), and ``last_epoch_metrics`` has each.
         """
-        for tag, per_member in values.items():
-            self.log(tag, per_member.mean().float(), prog_bar=True, logger=False)
+        if self.num_members == 1:
+            for tag, value in values.items():
+                self.log(tag, value.reshape(()).float(), prog_bar=True, logger=False)
         if self.trainer.sanity_checking:
             return
         # (K, tags): one host sync; reshape, as torchmetrics returns a one-element result as a 0-d tensor

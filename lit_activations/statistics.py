@@ -99,6 +99,28 @@ def small_slope_counts(slopes: torch.Tensor, thresholds: torch.Tensor) -> torch.
     return (units_last(slopes).abs() < thresholds.view(-1, 1, 1)).sum(1)
 
 
+def histograms(values: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's histogram of ``values`` (K, N), as ``numpy.histogram(values[k], bins)`` makes it.
+
+    Returns (counts (K, bins), edges (K, bins + 1)): equal-width bins over each member's own range,
+    the last one closed; a member whose values are all equal gets the range value ± 0.5, as NumPy
+    does. One pass for every member instead of a ``numpy.histogram`` each.
+
+    >>> counts, edges = histograms(torch.tensor([[0.0, 1.0, 1.0, 4.0]]), bins=4)
+    >>> counts.tolist(), edges.tolist()
+    ([[1, 2, 0, 1]], [[0.0, 1.0, 2.0, 3.0, 4.0]])
+    """
+    values = values.detach().double()
+    low, high = values.amin(1), values.amax(1)
+    flat = low == high
+    low, high = torch.where(flat, low - 0.5, low), torch.where(flat, high + 0.5, high)
+    steps = torch.linspace(0, 1, bins + 1, dtype=values.dtype, device=values.device)
+    edges = low[:, None] + (high - low)[:, None] * steps
+    index = ((values - low[:, None]) / (high - low)[:, None] * bins).floor().long().clamp(0, bins - 1)
+    counts = torch.zeros(len(values), bins, dtype=torch.long, device=values.device)
+    return counts.scatter_add_(1, index, torch.ones_like(index)), edges
+
+
 def saturation_fraction(small_counts: Sequence[float], n_samples: float) -> float:
     """Share of (sample, unit) pairs with a small slope.
 

@@ -12,39 +12,61 @@ from lit_activations.events import read_scalars
 
 from runs import fit
 
-COMMAND = [sys.executable, "-m", "lit_activations", "compare", "--activations", "tanh,relu,relu7", "--seeds", "0",
+COMMAND = [sys.executable, "-m", "lit_activations", "compare", "--activations", "tanh,relu,relu7", "--seeds", "0,1",
            "--jobs", "2", "--data.n_samples=200", "--trainer.max_epochs=3"]  # fmt: skip
+
+
+def table_rows(study) -> dict[str, dict[str, str]]:
+    return {row["activation"]: row for row in csv.DictReader((study / "results.csv").open())}
 
 
 @pytest.mark.slow
 def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_runs(tmp_path):
     result = subprocess.run(COMMAND, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "[3/3]" in result.stdout and "| activation | final val acc" in result.stdout
+    assert "[6/6]" in result.stdout and "| activation | final val acc" in result.stdout
+    assert "tanh seed 0: ok" in result.stdout and "(4 runs in one fit)" in result.stdout  # the 4 cells, one fit
     study = tmp_path / "logs" / "study"
 
-    rows = {row["activation"]: row for row in csv.DictReader((study / "results.csv").open())}
+    rows = table_rows(study)
     for activation in ("tanh", "relu"):
-        scalars = read_scalars(study / activation / "seed_0")
+        scalars = [read_scalars(study / activation / f"seed_{seed}") for seed in (0, 1)]
         row = rows[activation]
-        assert float(row["val_acc_mean"]) == pytest.approx(scalars["val/acc"][-1][1])
-        assert float(row["vanishing_ratio"]) == pytest.approx(scalars["vanishing_ratio/epoch"][-1][1])
+        assert float(row["val_acc_mean"]) == pytest.approx(statistics.fmean(s["val/acc"][-1][1] for s in scalars))
+        assert float(row["vanishing_ratio"]) == pytest.approx(
+            statistics.fmean(s["vanishing_ratio/epoch"][-1][1] for s in scalars)
+        )
         for stat in ("saturation", "dead_units"):
-            hidden = [values[-1][1] for tag, values in scalars.items() if tag.startswith(f"{stat}/")]
+            hidden = [statistics.fmean(v[-1][1] for t, v in s.items() if t.startswith(f"{stat}/")) for s in scalars]
             assert float(row[stat]) == pytest.approx(statistics.fmean(hidden))
         assert row["failed"] == "0"
-    assert rows["relu7"]["failed"] == "1" and "unknown activation 'relu7'" in rows["relu7"]["error"]
+    assert rows["relu7"]["failed"] == "2" and "unknown activation 'relu7'" in rows["relu7"]["error"]
     assert "relu7 | failed: error: unknown activation 'relu7'" in (study / "results.md").read_text()
 
-    # a study's fit is an ordinary fit: the same numbers as `fit` run on its own with the same arguments
-    alone = fit("--model.activation=tanh", "--data.n_samples=200", "--trainer.max_epochs=3")
-    assert read_scalars(study / "tanh" / "seed_0") == read_scalars(alone.trainer.logger.log_dir)
+    # a study's run is an ordinary fit: the same numbers as `fit` run on its own with the same arguments
+    alone = read_scalars(fit("--model.activation=tanh", "--data.n_samples=200", "--trainer.max_epochs=3",
+                             "--seed_everything=1").trainer.logger.log_dir)  # fmt: skip
+    member = read_scalars(study / "tanh" / "seed_1")
+    assert member.keys() == alone.keys()
+    for tag, values in alone.items():
+        assert [v for _, v in member[tag]] == pytest.approx([v for _, v in values], rel=1e-5, abs=1e-9), tag
 
     image = imread(study / "comparison.png")
     assert image.shape[0] > 300 and image.shape[1] > 600  # a real PNG, two rows of plots
 
+    # one process per cell: the same table
+    other = tmp_path / "per_cell"
+    per_cell = subprocess.run([*COMMAND, "--vectorize=false", f"--study_dir={other}"], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=600)  # fmt: skip
+    assert per_cell.returncode == 0 and "runs in one fit" not in per_cell.stdout, per_cell.stderr
+    assert (other / "results.md").read_text() == (study / "results.md").read_text()
+    for activation in ("tanh", "relu"):
+        for seed in (0, 1):
+            ours, theirs = (read_scalars(s / activation / f"seed_{seed}")["val/acc"] for s in (study, other))
+            assert ours == pytest.approx(theirs, abs=1e-6)
+
     finished = study / "tanh" / "seed_0" / "finished"
     before = finished.stat().st_mtime_ns
     again = subprocess.run(COMMAND, capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert again.stdout.count("skipped (finished before)") == 2 and "relu7 seed 0: failed" in again.stdout
+    assert again.stdout.count("skipped (finished before)") == 4 and "relu7 seed 0: failed" in again.stdout
     assert finished.stat().st_mtime_ns == before

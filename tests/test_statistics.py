@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -60,3 +61,13 @@ def test_fractions_and_moments_from_counts():
     assert stats.dead_unit_fraction([10, 10, 3], n_samples=10) == pytest.approx(2 / 3)
     mean, std = stats.mean_and_std(total=4.0, total_sq=8.0, count=2)  # values 2 and 2
     assert (mean, std) == (2.0, 0.0)
+
+
+def test_histograms_of_each_member_equal_numpys():
+    scales = torch.tensor([[1.0], [3.0], [0.0], [1e-3]])  # the third member's values are all equal
+    values = torch.randn(4, 1000, generator=torch.Generator().manual_seed(0)) * scales
+    counts, edges = stats.histograms(values, bins=30)
+    for k in range(4):
+        expected_counts, expected_edges = np.histogram(values[k].double().numpy(), bins=30)
+        np.testing.assert_array_equal(counts[k].numpy(), expected_counts)
+        np.testing.assert_allclose(edges[k].numpy(), expected_edges, rtol=1e-12)
