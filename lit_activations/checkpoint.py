@@ -43,6 +43,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._save_unless_saved(trainer)  # training stopped before max_epochs
+        self._save_members(trainer)
         super().on_train_end(trainer, pl_module)
 
     def _save_unless_saved(self, trainer: Trainer) -> None:
@@ -51,9 +52,9 @@ class PeriodicCheckpoint(ModelCheckpoint):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
-            self._save_members(trainer)
 
     def _save_members(self, trainer: Trainer) -> None:
+        """Each member's final model into its run directory, from the fit's last checkpoint."""
         logger, saved = trainer.logger, self.last_model_path or self.best_model_path
         if not trainer.is_global_zero or not saved or not isinstance(logger, TensorBoardRunLogger):
             return

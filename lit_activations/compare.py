@@ -25,6 +25,7 @@ import importlib
 import json
 import math
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import re
 import shutil
@@ -38,14 +39,11 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from lit_activations.activations import get_activation, run_name
-from lit_activations.events import read_scalars
-from lit_activations.plots import study_figure
-
-# Loaded once by the server the fits are forked from: what a fit imports, and this module (the processes' target).
-_PRELOAD = ["lit_activations.compare", "lit_activations.cli", "sklearn.datasets", "sklearn.model_selection"]
+# Loaded once by the server the fits are forked from: what a fit imports, this module (the processes' target) and
+# the event reader. This module imports torch, TensorBoard and matplotlib only once the server is starting.
+_PRELOAD = ["lit_activations.compare", "lit_activations.cli", "lit_activations.events", "sklearn.datasets",
+            "sklearn.model_selection"]  # fmt: skip
 
 FINISHED = "finished"  # marker file in a run directory whose fit exited cleanly
 COLUMNS = ("activation", "runs", "failed", "val_acc_mean", "val_acc_std", "epochs_to_90", "seeds_reaching_90",
@@ -80,6 +78,8 @@ def compare_main(argv: list[str]) -> int:
     args, fit_args = parser.parse_known_args(argv)
     if any(arg.startswith("--members") for arg in fit_args):
         parser.error("--members.* is compare's own choice: give the cells with --activations and --seeds")
+    context = _process_context()  # the server starts importing Lightning (5 s) while this process goes on
+    from lit_activations.activations import run_name  # imports torch
 
     runs = [Run(a, s, args.study_dir / run_name(a) / f"seed_{s}") for a in args.activations for s in args.seeds]
     started = time.monotonic()
@@ -93,11 +93,12 @@ def compare_main(argv: list[str]) -> int:
             progress.report([run], "not run")
         else:
             pending.append(run)
-    _run_fits(_split(pending, args.jobs if args.vectorize else len(pending)), args, fit_args, progress)
+    _run_fits(_split(pending, args.jobs if args.vectorize else len(pending)), args, fit_args, context, progress)
     print(f"{len(runs)} runs in {time.monotonic() - started:.1f} s", flush=True)
-    for run in runs:
-        if not run.error:
-            run.scalars = read_scalars(run.directory)  # once: the table and the figure both use them
+    finished = [run for run in runs if not run.error]
+    with context.Pool(min(args.jobs, max(1, len(finished)))) as pool:  # 0.3 s a run: on every core
+        for run, scalars in zip(finished, pool.map(read_scalars, [r.directory for r in finished]), strict=True):
+            run.scalars = scalars  # once: the table and the figure both use them
 
     args.study_dir.mkdir(parents=True, exist_ok=True)  # even if no fit got as far as its run directory
     rows = [_summarise(activation, [r for r in runs if r.activation == activation]) for activation in args.activations]
@@ -112,6 +113,8 @@ def compare_main(argv: list[str]) -> int:
         layers = sorted(
             {tag for c in curves.values() for tag in c if tag.startswith("grad_mean_abs_epoch/")}, key=_natural
         )
+        from lit_activations.plots import study_figure  # matplotlib, only now
+
         study_figure(curves, layers).savefig(args.study_dir / "comparison.png")
     print(table, flush=True)
     return 1 if all(r.error for r in runs) else 0
@@ -132,10 +135,15 @@ class _Progress:
             print(f"[{self.done}/{self.total}] {run.activation} seed {run.seed}: {outcome}{together}", flush=True)
 
 
-def _run_fits(fits: list[list[Run]], args: argparse.Namespace, fit_args: list[str], progress: _Progress) -> None:
+def _run_fits(
+    fits: list[list[Run]],
+    args: argparse.Namespace,
+    fit_args: list[str],
+    context: multiprocessing.context.BaseContext,
+    progress: _Progress,
+) -> None:
     """Run ``fits`` (lists of cells), ``args.jobs`` at a time; a failed fit of several cells is retried cell by cell."""
     threads = max(1, (os.cpu_count() or 1) // args.jobs)  # no oversubscription of the cores
-    context = _process_context()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         running: dict[Future, list[Run]] = {}
 
@@ -158,6 +166,8 @@ def _run_fits(fits: list[list[Run]], args: argparse.Namespace, fit_args: list[st
 
 def _activation_error(activation: str) -> str:
     """The fit's own one-line error for an activation that does not exist, or ``""``."""
+    from lit_activations.activations import get_activation
+
     try:
         get_activation(activation)
     except ValueError as err:
@@ -209,6 +219,13 @@ def _fit(
     return time.monotonic() - started
 
 
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """``lit_activations.events.read_scalars``, imported in the process that reads (TensorBoard: 1 s)."""
+    from lit_activations.events import read_scalars as read
+
+    return read(run_dir)
+
+
 def _fit_process(arguments: list[str], threads: int, output: Path) -> None:
     """The body of a fit's process: ``python -m lit_activations ARGUMENTS``, its output into ``output``."""
     from lit_activations.cli import cli_main  # here, not at the top: the study's own process needs no Lightning
@@ -229,7 +246,8 @@ def _process_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(_PRELOAD)  # takes effect when the server starts, at the first fit
+    context.set_forkserver_preload(_PRELOAD)
+    multiprocessing.forkserver.ensure_running()  # start it now, not at the first fit
     return context
 
 
@@ -249,16 +267,13 @@ def _summarise(activation: str, runs: list[Run]) -> dict[str, object]:
     row["seeds_reaching_90"] = len(epochs)
     row["vanishing_ratio"] = statistics.fmean(s["vanishing_ratio/epoch"][-1][1] for s in scalars)
     for stat in ("saturation", "dead_units"):
-        row[stat] = statistics.fmean(_hidden_mean(s, stat, r.directory) for s, r in zip(scalars, finished, strict=True))
+        row[stat] = statistics.fmean(_hidden_mean(s, stat) for s in scalars)
     return row
 
 
-def _hidden_mean(scalars: dict[str, list[tuple[int, float]]], stat: str, run_dir: Path) -> float:
-    """The last value of ``stat`` averaged over the hidden activations (the output sigmoid left out)."""
-    tags = sorted((t for t in scalars if t.startswith(f"{stat}/")), key=_natural)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    if config["model"].get("output") == "sigmoid":
-        tags = tags[:-1]  # the tutorial's output sigmoid is monitored too, but is no hidden layer
+def _hidden_mean(scalars: dict[str, list[tuple[int, float]]], stat: str) -> float:
+    """The last value of ``stat`` averaged over the hidden activations (the only ones the monitor finds in the MLP)."""
+    tags = [t for t in scalars if t.startswith(f"{stat}/")]
     return statistics.fmean(scalars[t][-1][1] for t in tags) if tags else math.nan
 
 

@@ -35,3 +35,13 @@ def test_the_default_every_10_epochs_still_keeps_the_final_model(stop):
     checkpoints = saved(cli)
     assert len(checkpoints) == 2 and "last.ckpt" in checkpoints  # the final one and its last.ckpt copy
     assert_holds_the_trained_model(checkpoints["last.ckpt"], cli)
+
+
+def test_each_member_gets_its_final_model_also_when_the_last_epoch_is_a_periodic_save():
+    cli = fit(*SMALL, "--members.seeds=[0, 1]", "--trainer.max_epochs=2", "--checkpoint.every_n_epochs=2")
+    for k, run in enumerate(cli.trainer.logger.member_dirs):
+        (checkpoint,) = (run / "checkpoints").iterdir()
+        assert checkpoint.name == "epoch=1-step=10.ckpt"
+        state = torch.load(checkpoint, weights_only=True)["state_dict"]
+        for name, weight in cli.model.member_state_dict(k).items():
+            torch.testing.assert_close(state[name], weight, rtol=0, atol=0)

@@ -15,30 +15,34 @@ TUTORIAL, DDP_CPU = str(REPO / "configs" / "tutorial.yaml"), str(REPO / "configs
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_two_processes_train_log_and_measure_like_one(tmp_path):
-    args = ["--config", TUTORIAL, "--model.activation=relu", "--trainer.max_epochs=2", *QUIET]
+def test_two_processes_train_log_and_measure_like_one_for_every_member(tmp_path):
+    members = ("--members.activations=[relu, tanh]", "--members.seeds=[0, 1]")
+    args = ["--config", TUTORIAL, *members, "--trainer.max_epochs=2", *QUIET]
     result = subprocess.run(
         [sys.executable, "-m", "lit_activations", "fit", *args, "--config", DDP_CPU],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    ddp_run = tmp_path / "logs" / "relu" / "version_0"
-    assert sorted(p.name for p in (tmp_path / "logs" / "relu").iterdir()) == ["version_0"]
-    assert len(list(ddp_run.glob("config.yaml"))) == 1 and len(list(ddp_run.glob("events.out.tfevents.*"))) == 1
+    fit_dir = tmp_path / "logs" / "members" / "version_0"
+    assert sorted(p.name for p in (tmp_path / "logs" / "members").iterdir()) == ["version_0"]
+    assert (fit_dir / "config.yaml").exists() and not list(fit_dir.glob("events.out.tfevents.*"))
 
     single = fit(*args)  # 1 process x batch 32 against 2 processes x 16: the same batches, in the same order
-    ddp_weights = torch.load(ddp_run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
+    ddp_weights = torch.load(fit_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
     model = single.model.cpu()
     for name, weight in model.state_dict().items():
         torch.testing.assert_close(ddp_weights[name], weight, rtol=0, atol=1e-5)
 
-    ddp, one = read_scalars(ddp_run), read_scalars(single.trainer.logger.log_dir)
     x, y = single.datamodule._splits["val"].tensors
     with torch.no_grad():
-        whole_set_accuracy = ((model(x) > 0).float() == y).float().mean().item()
-    assert ddp["val/acc"][-1][1] == pytest.approx(whole_set_accuracy, abs=1e-6)
-    for tag in ("saturation/net.1", "dead_units/net.5", "activation_mean/net.3", "activation_std/net.7", "val/loss"):
-        assert ddp[tag][-1][1] == pytest.approx(one[tag][-1][1], abs=1e-5), tag  # counts reduced over ranks
+        whole_set_accuracy = ((model(x) > 0.5).float() == y).float().mean(1).tolist()  # sigmoid output
+    for k, one_run in enumerate(single.trainer.logger.member_dirs):
+        ddp_run = fit_dir / one_run.relative_to(single.trainer.logger.log_dir)
+        assert len(list(ddp_run.glob("events.out.tfevents.*"))) == 1 and (ddp_run / "config.yaml").exists()
+        ddp, one = read_scalars(ddp_run), read_scalars(one_run)
+        assert ddp["val/acc"][-1][1] == pytest.approx(whole_set_accuracy[k], abs=1e-6)
+        for tag in ("saturation/net.1", "dead_units/net.5", "activation_mean/net.3", "activation_std/net.7"):
+            assert ddp[tag][-1][1] == pytest.approx(one[tag][-1][1], abs=1e-5), tag  # counts reduced over ranks
 
 
 @pytest.mark.slow

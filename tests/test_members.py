@@ -51,6 +51,7 @@ def test_each_member_equals_the_single_fit_of_its_own_config_file(member_fit, tm
                 torch.testing.assert_close(weight.cpu(), theirs[name], rtol=0, atol=1e-5)
         ours, alone = read_scalars(run), read_scalars(single.trainer.logger.log_dir)
         assert ours.keys() == alone.keys() and len(ours) > 40
+        assert "saturation/net.7" in ours and not any(tag.endswith("net.9") for tag in ours)  # no output sigmoid
         for tag, values in alone.items():
             assert [step for step, _ in ours[tag]] == [step for step, _ in values], tag
             assert [v for _, v in ours[tag]] == pytest.approx([v for _, v in values], rel=1e-5, abs=1e-9), tag
