@@ -62,9 +62,9 @@ class ActivationCLI(LightningCLI):
         parser.add_lightning_class_args(RunSummary, "summary", subclass_mode=True, required=False)
         parser.add_argument(
             "--threads", type=int | None, default=None,
-            help="torch's CPU threads for this process (default: OMP_NUM_THREADS if set, else 1). A step of a small"
-            " network is too short for several threads: two fits side by side on 2 cores ran 10x slower with the"
-            " default of one thread per core each. Under DDP on CPU every process gets this many.",
+            help="torch's CPU threads for this process (default: OMP_NUM_THREADS if set, else 1; under DDP on CPU,"
+            " Lightning's share of the cores per process). A step of a small network is too short for several"
+            " threads: two fits side by side on 2 cores ran 10x slower with torch's default of a thread per core.",
         )  # fmt: skip
         parser.add_argument(
             "--members.activations", type=list[str | dict[str, Any]] | None, default=None,
@@ -111,9 +111,9 @@ class ActivationCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        threads = config.threads if config.threads is not None else int(os.environ.get("OMP_NUM_THREADS", 1))
-        torch.set_num_threads(threads)
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # for DDP's processes; Lightning then leaves the count alone
+        if config.threads is not None:
+            os.environ["OMP_NUM_THREADS"] = str(config.threads)  # DDP's launcher then keeps it for every process
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
         if self.subcommand == "fit" and config.ckpt_path:
             self._resume_in_place(config)
 

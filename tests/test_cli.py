@@ -181,3 +181,23 @@ def test_bad_config_file_names_the_file_and_key(content, message, tmp_path, caps
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert last_line.startswith("error: ") and message in last_line
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.fixture
+def torch_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_fit_takes_one_cpu_thread_unless_told_otherwise(monkeypatch, torch_threads):
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0"]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    fit(*short)
+    assert torch.get_num_threads() == 1  # not one per core: small steps on shared cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    fit(*short)
+    assert torch.get_num_threads() == 2
+    fit(*short, "--threads=1")
+    assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"  # DDP's processes take it too
