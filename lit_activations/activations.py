@@ -10,8 +10,9 @@ of writing one from its formula.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +20,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.nn.modules import activation as torch_activations
+
+from lit_activations.errors import ConfigError
 
 InitName = Literal["default", "xavier", "kaiming", "lecun_normal"]
 
@@ -91,7 +94,7 @@ def get_activation(name: str) -> ActivationSpec:
     if "." in name:
         cls = _import_module_class(name)
         return ActivationSpec(cls, "default", math.nan)
-    raise ValueError(
+    raise ConfigError(
         f"unknown activation {name!r}; choose one of: {', '.join(sorted(ACTIVATIONS))},"
         " or give the import path of a torch.nn.Module class (e.g. torch.nn.Hardtanh)"
     )
@@ -101,13 +104,17 @@ def create_activation(name: str, **kwargs: Any) -> nn.Module:
     """Build a new activation module; ``kwargs`` are its parameters (e.g. ``negative_slope``).
 
     Raises:
-        ValueError: unknown name, or parameters the activation does not accept.
+        ConfigError: unknown name, or parameters the activation does not accept. An error raised by
+            the activation's own ``__init__`` is not caught: it is a bug to see, not a typing mistake.
     """
     factory = get_activation(name).factory
     try:
-        return factory(**kwargs)
+        inspect.signature(factory).bind(**kwargs)
     except TypeError as err:  # an unexpected keyword: say which activation and what it got
-        raise ValueError(f"activation {name!r} does not accept the arguments {kwargs}: {err}") from None
+        raise ConfigError(f"activation {name!r} does not accept the arguments {kwargs}: {err}") from None
+    except ValueError:  # no signature to read (a builtin): let the call itself complain
+        pass
+    return factory(**kwargs)
 
 
 # Activations of torch.nn that are not element-wise: a slope per element is not defined for these.
@@ -142,13 +149,20 @@ def run_name(activation: str) -> str:
 
 
 def _import_module_class(path: str) -> type[nn.Module]:
+    """The class at ``path``; a module that exists but fails to import raises its own error (the user's bug)."""
+    module_name, _, class_name = path.rpartition(".")
     try:
-        cls = pkgutil.resolve_name(path)
-    except (ImportError, AttributeError, ValueError):
-        raise ValueError(
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is None or not (module_name == err.name or module_name.startswith(f"{err.name}.")):
+            raise  # the module is there but imports something that is not
+        module = None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(
             f"unknown activation {path!r}: no such class to import; choose one of:"
             f" {', '.join(sorted(ACTIVATIONS))}, or the import path of a torch.nn.Module class"
-        ) from None
+        )
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ValueError(f"activation {path!r} is not a torch.nn.Module class")
+        raise ConfigError(f"activation {path!r} is not a torch.nn.Module class")
     return cls

@@ -16,6 +16,7 @@ from typing_extensions import override
 
 from lit_activations import statistics as stats
 from lit_activations.activations import NOT_ELEMENTWISE, elementwise_classes
+from lit_activations.errors import ConfigError
 from lit_activations.logger import member_loggers, write_scalars
 from lit_activations.stacked import MemberActivation
 
@@ -92,11 +93,11 @@ class ActivationMonitor(Callback):
         activation_pattern: str | None = None,
     ) -> None:
         if not 0 < epsilon < 1:
-            raise ValueError(f"invalid ActivationMonitor epsilon {epsilon!r}; expected a number in (0, 1)")
+            raise ConfigError(f"invalid ActivationMonitor epsilon {epsilon!r}; expected a number in (0, 1)")
         if every_n_epochs < 1:
-            raise ValueError(f"invalid ActivationMonitor every_n_epochs {every_n_epochs!r}; expected an integer >= 1")
+            raise ConfigError(f"invalid ActivationMonitor every_n_epochs {every_n_epochs!r}; expected an integer >= 1")
         if histogram_every_n_epochs < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"invalid ActivationMonitor histogram_every_n_epochs {histogram_every_n_epochs!r};"
                 " expected an integer >= 0 (0 turns histograms off)"
             )
@@ -388,5 +389,5 @@ def _import_class(path: str, argument: str) -> type:
     except (ImportError, AttributeError, ValueError):
         cls = None
     if not isinstance(cls, type):
-        raise ValueError(f"invalid ActivationMonitor {argument} entry {path!r}; expected the import path of a class")
+        raise ConfigError(f"invalid ActivationMonitor {argument} entry {path!r}; expected the import path of a class")
     return cls

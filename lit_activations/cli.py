@@ -1,10 +1,11 @@
-"""The command line: LightningCLI over ``ActivationMLP`` and ``CirclesDataModule``."""
+"""The command line: LightningCLI over ``ActivationMLP`` and any ``PlaneDataModule`` (``--data=...``)."""
 
 from __future__ import annotations
 
 import copy
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from lit_activations.callbacks import ActivationMonitor
 from lit_activations.checkpoint import PeriodicCheckpoint
-from lit_activations.data import CirclesDataModule
+from lit_activations.data import PlaneDataModule
 from lit_activations.divergence import DivergenceGuard, TrainingDiverged
+from lit_activations.errors import ConfigError
 from lit_activations.logger import TensorBoardRunLogger
 from lit_activations.members import expand_members, fit_name, member_run_dirs
 from lit_activations.model import ActivationMLP
@@ -120,12 +122,16 @@ class ActivationCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-            if isinstance(self.datamodule, CirclesDataModule):
+            if isinstance(self.datamodule, PlaneDataModule):
                 self.datamodule.check_world_size(self.trainer.world_size)
-            _check_members_stay_independent(self.model, self.trainer)
-        except (ValueError, TypeError, MisconfigurationException) as err:
-            # The classes validate their arguments in __init__; report like a parse error.
-            self.parser.error(str(err), err)
+            _check_training(self.model, self.trainer)
+        except Exception as err:
+            # A value the classes' own checks refuse (not a bug in anyone's code): report like a parse error.
+            # jsonargparse wraps what a subclass-mode group (--data) raises; the refusal is then its cause.
+            refusal = _config_error(err)
+            if refusal is None:
+                raise
+            self.parser.error(str(refusal), refusal)
 
     def _resume_in_place(self, config: Namespace) -> None:
         """Point the logger at the run directory of the checkpoint, so a resumed run continues its own logs.
@@ -195,7 +201,8 @@ def _run_cli(args: ArgsType, **cli_kwargs: Any) -> ActivationCLI:
     defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
     return ActivationCLI(
         ActivationMLP,
-        CirclesDataModule,
+        PlaneDataModule,
+        subclass_mode_data=True,  # --data=MoonsDataModule, --data=my_package.MyData
         parser_class=TerseArgumentParser,
         parser_kwargs={subcommand: defaults for subcommand in SUBCOMMANDS},
         save_config_callback=SaveRunConfigs,
@@ -217,43 +224,73 @@ def _run_dirs(
     return None if members is None else member_run_dirs(members, template)
 
 
-def _check_members_stay_independent(model: ActivationMLP, trainer: Trainer) -> None:
-    """Refuse, with the option to change, what would let one member's training depend on another's.
+def _check_training(model: ActivationMLP, trainer: Trainer) -> None:
+    """Refuse, naming the option, what torch or Lightning would only reject later with a traceback (a negative
+    learning rate, ``max_epochs=0``), and what would let one member's training depend on another's.
 
     Raises:
-        ValueError: an optimizer that is not element-wise, a scheduler or callback that watches one metric,
-            clipping by the global norm, or fp16 loss scaling, in a fit of several members.
+        ConfigError: the optimizer's or scheduler's arguments, an empty training, or in a fit of several members
+            an optimizer that is not element-wise, a scheduler or callback that watches one metric, clipping by the
+            global norm, or fp16 loss scaling.
     """
+    if trainer.max_epochs == 0 or trainer.max_steps == 0:
+        option, value = ("max_epochs", 0) if trainer.max_epochs == 0 else ("max_steps", 0)
+        raise ConfigError(f"invalid trainer.{option} {value}; expected an integer >= 1, or -1 for no limit")
+    optimizer = _built("model.optimizer", model.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    scheduler = _built("model.scheduler", model.scheduler, optimizer) if model.scheduler is not None else None
     k = model.num_members
-    optimizer = model.optimizer([torch.nn.Parameter(torch.zeros(1))])  # also checks its arguments (lr >= 0, ...)
-    scheduler = model.scheduler(optimizer) if model.scheduler is not None else None
     if k == 1:
         return
     name = type(optimizer).__name__
     if name not in ELEMENTWISE_OPTIMIZERS or type(optimizer).__module__.split(".")[0] != "torch":
-        raise ValueError(
+        raise ConfigError(
             f"invalid model.optimizer {name} for {k} members: its update mixes parameters, coupling the members;"
             f" choose one of: {', '.join(ELEMENTWISE_OPTIMIZERS)}, or train one member per fit"
         )
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        raise ValueError(
+        raise ConfigError(
             f"invalid model.scheduler ReduceLROnPlateau for {k} members: it watches one metric for all of them;"
             " use a schedule of the step or epoch (StepLR, CosineAnnealingLR, ...) or train one member per fit"
         )
     if trainer.gradient_clip_val and trainer.gradient_clip_algorithm != "value":  # None: Lightning clips by norm
-        raise ValueError(
+        raise ConfigError(
             f"invalid trainer.gradient_clip_val {trainer.gradient_clip_val} for {k} members: clipping by the global"
             " norm couples them; set --trainer.gradient_clip_algorithm=value, or train one member per fit"
         )
     if trainer.precision == "16-mixed":
-        raise ValueError(
+        raise ConfigError(
             f"invalid trainer.precision 16-mixed for {k} members: the loss scaler skips every member's step when one"
             " overflows; use bf16-mixed or 32, or train one member per fit"
         )
     for callback in trainer.callbacks:
         watched = getattr(callback, "monitor", None) if isinstance(callback, EarlyStopping | ModelCheckpoint) else None
         if watched:
-            raise ValueError(
+            raise ConfigError(
                 f"invalid trainer.callbacks {type(callback).__name__}(monitor={watched!r}) for {k} members: it"
                 " watches one metric for all of them; remove it, or train one member per fit"
             )
+
+
+def _config_error(err: BaseException | None) -> BaseException | None:
+    """The ``ConfigError`` (or Lightning's ``MisconfigurationException``) in ``err``'s chain of causes, if any."""
+    while err is not None:
+        if isinstance(err, ConfigError | MisconfigurationException):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _built(option: str, build: Any, argument: Any) -> Any:
+    """``build(argument)``, with torch's refusal of an argument (``Invalid learning rate: -1.0``) as a ConfigError."""
+    try:
+        return build(argument)
+    except ValueError as err:
+        if not type(err).__module__.startswith("lit_activations") and _from_torch(err):
+            raise ConfigError(f"invalid {option}: {err}") from None
+        raise
+
+
+def _from_torch(err: BaseException) -> bool:
+    """Whether ``err`` was raised inside torch itself, not in a user's own class."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and f"{os.sep}torch{os.sep}" in frames[-1].filename

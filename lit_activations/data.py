@@ -1,20 +1,26 @@
-"""``make_circles`` as a LightningDataModule: two noisy concentric circles, two classes."""
+"""The data: ``PlaneDataModule``, a classification problem in the plane, and its datasets (circles, moons)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from lit_activations.errors import ConfigError
 
-class CirclesDataModule(LightningDataModule):
-    """Points on two concentric circles (label 1 = inner circle), split stratified into train and validation.
 
-    The data are drawn once from ``seed`` and held in memory; a batch is a single indexing of the
-    tensors (no per-sample collate). Validation and test run in one batch each: the sets are small.
+class PlaneDataModule(LightningDataModule):
+    """A classification problem in the plane, drawn once and held in memory: subclasses write ``draw``.
+
+    ``draw(n_samples, seed)`` returns the points (n_samples, 2) and their classes (n_samples,); the
+    base class splits them, stratified, into training and validation, draws an independent test set
+    of the same size, standardises, batches (a batch is a single indexing of the tensors, no
+    per-sample collate; validation and test run in one batch each) and builds the grid over the
+    plane that ``predict`` and the decision-boundary images use.
 
     ``batch_size`` is the global batch. On several devices each rank takes its slice of every
     global batch (the data module shards itself, so set ``use_distributed_sampler=False``: Lightning's
@@ -23,8 +29,6 @@ class CirclesDataModule(LightningDataModule):
 
     Args:
         n_samples: points drawn for training and validation together.
-        noise: standard deviation of the Gaussian noise added to the points (>= 0).
-        factor: inner radius / outer radius, in (0, 1).
         val_fraction: share of the points held out for validation, stratified by class. ``0`` trains
             on all points and validates on those same points, as the tutorial does.
         batch_size: training batch size over all devices together; must divide by their number.
@@ -33,6 +37,16 @@ class CirclesDataModule(LightningDataModule):
         standardize: scale inputs to zero mean and unit variance, with statistics of the training split.
         seed: seed of the data draw and split, apart from the global seed that drives initialisation.
         grid_size: points per side of the grid over the input plane used by ``predict``.
+
+    Example, a new dataset in one class (``--data=my_package.RingsDataModule --data.radius=2``)::
+
+        class RingsDataModule(PlaneDataModule):
+            def __init__(self, radius: float = 1.0, **kwargs):
+                super().__init__(**kwargs)  # the base class's options stay options of the command line
+                self.radius = radius
+
+            def draw(self, n_samples, seed):
+                ...  # return points (n_samples, 2) and classes (n_samples,)
     """
 
     num_features = 2  # x and y of a point; linked to the model's input size by the CLI
@@ -40,8 +54,6 @@ class CirclesDataModule(LightningDataModule):
     def __init__(
         self,
         n_samples: int = 1000,
-        noise: float = 0.1,
-        factor: float = 0.5,
         val_fraction: float = 0.2,
         batch_size: int = 32,
         shuffle: bool = True,
@@ -51,8 +63,6 @@ class CirclesDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         _check(n_samples >= 2, "n_samples", n_samples, "an integer >= 2")
-        _check(noise >= 0, "noise", noise, "a number >= 0")
-        _check(0 < factor < 1, "factor", factor, "a number in (0, 1)")
         _check(batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
         _check(grid_size >= 2, "grid_size", grid_size, "an integer >= 2")
         n_val = _validation_size(n_samples, val_fraction)
@@ -63,18 +73,23 @@ class CirclesDataModule(LightningDataModule):
             f"0 (validate on the training points) or a fraction that leaves at least 2 of the"
             f" {n_samples} points on each side of the split",
         )
+        n_train = n_samples - n_val if val_fraction else n_samples
+        _check(batch_size <= n_train, "batch_size", batch_size, f"at most the {n_train} training points")
         self.save_hyperparameters()
         self._splits: dict[str, TensorDataset] = {}
+
+    def draw(self, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The points (n_samples, 2) and their classes (n_samples,), drawn from ``seed``: the one method to write."""
+        raise NotImplementedError(f"{type(self).__name__} must implement draw(n_samples, seed)")
 
     def setup(self, stage: str) -> None:
         if self._splits:
             return
         # Imported here, not at the top: scikit-learn adds 0.15 s to every start-up, `--help` included.
-        from sklearn.datasets import make_circles
         from sklearn.model_selection import train_test_split
 
         hp = self.hparams
-        x, y = make_circles(n_samples=hp.n_samples, noise=hp.noise, factor=hp.factor, random_state=hp.seed)
+        x, y = self.draw(hp.n_samples, hp.seed)
         if hp.val_fraction == 0:
             x_train, y_train, x_val, y_val = x, y, x, y
         else:
@@ -82,8 +97,7 @@ class CirclesDataModule(LightningDataModule):
                 x, y, test_size=_validation_size(hp.n_samples, hp.val_fraction), stratify=y, random_state=hp.seed
             )
         # An independent draw of the same size, from a seed derived from (but never equal to) ``seed``.
-        test_seed = int(np.random.SeedSequence([hp.seed, 1]).generate_state(1)[0])
-        x_test, y_test = make_circles(n_samples=hp.n_samples, noise=hp.noise, factor=hp.factor, random_state=test_seed)
+        x_test, y_test = self.draw(hp.n_samples, int(np.random.SeedSequence([hp.seed, 1]).generate_state(1)[0]))
 
         self._mean, self._std = (x_train.mean(0), x_train.std(0)) if hp.standardize else (0.0, 1.0)
         self.grid = self._plane_grid(x)  # raw coordinates, for plotting predictions
@@ -154,6 +168,45 @@ class CirclesDataModule(LightningDataModule):
         return _features(np.stack([xx.ravel(), yy.ravel()], axis=1))
 
 
+class CirclesDataModule(PlaneDataModule):
+    """Two noisy concentric circles (scikit-learn's ``make_circles``); class 1 is the inner circle.
+
+    Args:
+        noise: standard deviation of the Gaussian noise added to the points (>= 0).
+        factor: inner radius / outer radius, in (0, 1).
+        **kwargs: ``PlaneDataModule``'s options (``n_samples``, ``val_fraction``, ``batch_size``, ...).
+    """
+
+    def __init__(self, noise: float = 0.1, factor: float = 0.5, **kwargs: Any) -> None:
+        _check(noise >= 0, "noise", noise, "a number >= 0")
+        _check(0 < factor < 1, "factor", factor, "a number in (0, 1)")
+        super().__init__(**kwargs)
+
+    def draw(self, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import make_circles
+
+        hp = self.hparams
+        return make_circles(n_samples=n_samples, noise=hp.noise, factor=hp.factor, random_state=seed)
+
+
+class MoonsDataModule(PlaneDataModule):
+    """Two interleaving half circles (scikit-learn's ``make_moons``): not separable by a line either.
+
+    Args:
+        noise: standard deviation of the Gaussian noise added to the points (>= 0).
+        **kwargs: ``PlaneDataModule``'s options.
+    """
+
+    def __init__(self, noise: float = 0.1, **kwargs: Any) -> None:
+        _check(noise >= 0, "noise", noise, "a number >= 0")
+        super().__init__(**kwargs)
+
+    def draw(self, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import make_moons
+
+        return make_moons(n_samples=n_samples, noise=self.hparams.noise, random_state=seed)
+
+
 class BatchIndexSampler(Sampler[torch.Tensor]):
     """Yields one index tensor per batch, so a DataLoader fetches a batch with a single tensor indexing.
 
@@ -204,4 +257,4 @@ def _validation_size(n_samples: int, val_fraction: float) -> int:
 
 def _check(ok: bool, name: str, value: object, accepted: str) -> None:
     if not ok:
-        raise ValueError(f"invalid data.{name} {value!r}; expected {accepted}")
+        raise ConfigError(f"invalid data.{name} {value!r}; expected {accepted}")

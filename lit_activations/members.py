@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lit_activations.activations import run_name
+from lit_activations.errors import ConfigError
 
 DEFAULT_RUN_DIR = "{activation}/seed_{seed}"
 _ENTRY_KEYS = ("name", "args", "seeds")
@@ -75,9 +76,9 @@ def expand_members(
     if activations is None and seeds is None:
         return None
     if activations is not None and not activations:
-        raise ValueError("invalid members.activations []; expected a non-empty list of activations")
+        raise ConfigError("invalid members.activations []; expected a non-empty list of activations")
     if seeds is not None and not seeds:
-        raise ValueError("invalid members.seeds []; expected a non-empty list of integers")
+        raise ConfigError("invalid members.seeds []; expected a non-empty list of integers")
     members = []
     for entry in activations if activations is not None else [{"name": activation, "args": activation_args}]:
         name, args, entry_seeds = _entry(entry)
@@ -86,7 +87,7 @@ def expand_members(
     seen = set()
     for member in members:
         if member.label in seen:
-            raise ValueError(f"invalid members: {member.label} appears twice; each (activation, seed) once")
+            raise ConfigError(f"invalid members: {member.label} appears twice; each (activation, seed) once")
         seen.add(member.label)
     return members
 
@@ -107,16 +108,16 @@ def member_run_dirs(members: Sequence[Member], template: str | None = None) -> l
     dirs = []
     for member in members:
         if "{seed}" in template and member.seed is None:
-            raise ValueError(f"invalid members.run_dir {template!r}: it uses {{seed}} but members.seeds is not set")
+            raise ConfigError(f"invalid members.run_dir {template!r}: it uses {{seed}} but members.seeds is not set")
         try:
             dirs.append(template.format(activation=member.name, seed=member.seed))
         except (KeyError, IndexError, ValueError):
-            raise ValueError(
+            raise ConfigError(
                 f"invalid members.run_dir {template!r}; expected a path with the placeholders"
                 " {activation} and {seed}"
             ) from None
     if len(set(dirs)) < len(dirs):
-        raise ValueError(f"invalid members.run_dir {template!r}: it gives several members the same directory")
+        raise ConfigError(f"invalid members.run_dir {template!r}: it gives several members the same directory")
     return dirs
 
 
@@ -134,7 +135,7 @@ def _entry(entry: str | Mapping[str, Any]) -> tuple[str, Mapping[str, Any] | Non
     if isinstance(entry, str):
         return entry, None, None
     if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or set(entry) - set(_ENTRY_KEYS):
-        raise ValueError(
+        raise ConfigError(
             f"invalid members.activations entry {entry!r}; expected a name or"
             " {name: NAME, args: {...}, seeds: [...]}"
         )

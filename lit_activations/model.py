@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lit_activations.activations import InitName, create_activation, get_activation
+from lit_activations.errors import ConfigError
 from lit_activations.logger import log_member_scalars
 from lit_activations.members import Member
 from lit_activations.metrics import MemberMean
@@ -66,11 +67,11 @@ class ActivationMLP(LightningModule):
         super().__init__()
         hidden_sizes = list(hidden_sizes)
         if not hidden_sizes or any(not isinstance(n, int) or n < 1 for n in hidden_sizes):
-            raise ValueError(f"invalid model.hidden_sizes {hidden_sizes!r}; expected a non-empty list of integers >= 1")
+            raise ConfigError(f"invalid model.hidden_sizes {hidden_sizes!r}; expected a list of integers >= 1: [5, 5]")
         if output not in ("logit", "sigmoid"):
-            raise ValueError(f"invalid model.output {output!r}; expected one of: logit, sigmoid")
+            raise ConfigError(f"invalid model.output {output!r}; expected one of: logit, sigmoid")
         if init != "auto" and init not in _WEIGHT_INITS:
-            raise ValueError(f"invalid model.init {init!r}; expected one of: auto, {', '.join(_WEIGHT_INITS)}")
+            raise ConfigError(f"invalid model.init {init!r}; expected one of: auto, {', '.join(_WEIGHT_INITS)}")
         self.members = [Member(**m) for m in members] if members else [Member(activation, activation_args)]
         for member in self.members:
             get_activation(member.activation)  # fails early, with the list of names, on an unknown one

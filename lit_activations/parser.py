@@ -2,26 +2,76 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
 from contextvars import ContextVar
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser
 
 
 class TerseArgumentParser(LightningArgumentParser):
-    """Reports an error in one line, naming the config file it comes from, instead of the usage text."""
+    """Reports an error in one line, naming the config file it comes from, instead of the usage text.
+
+    Options are never abbreviated: argparse would take ``--trainer.max_epoch`` for ``--trainer.max_epochs``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or _debug_mode():
             super().error(message, ex)
-        message = " ".join(message.split())
+        message = _plain(" ".join(message.split()))
+        unknown = re.match(r"unrecognized arguments: (--[\w.]+)", message)
+        if unknown:
+            options = [o for parser in self._subparsers_and_self() for o in parser._option_string_actions]
+            close = difflib.get_close_matches(unknown.group(1), options, n=1)
+            message += f"; did you mean {close[0]}?" if close else ""
         sys.stderr.write(f"error: {_name_config_file(message, _CONFIG_FILES.get())}{message} (see --help)\n")
         sys.exit(2)
+
+    def _subparsers_and_self(self) -> list[LightningArgumentParser]:
+        subcommands = getattr(self, "_subcommands_action", None)
+        return [self, *(subcommands.choices.values() if subcommands else [])]
+
+
+def _plain(message: str) -> str:
+    """jsonargparse's message, without what only its internals explain.
+
+    >>> _plain("Call to compute_fn of link 'f(a) --> b' with args (1,) failed: invalid members.seeds []")
+    'invalid members.seeds []'
+    >>> _plain("Parser key \\"data\\": Does not validate against any of the Union subtypes Subtypes: [...] Errors: -"
+    ...        " Problem with given class_path 'pkg.CirclesDataModule': Option 'nois' is not accepted - Expected a"
+    ...        " <class 'NoneType'> Given value type: <class 'str'>")
+    "Option 'data.nois' is not accepted by CirclesDataModule"
+    >>> _plain("Parser key \\"model.hidden_sizes\\": Expected a <class 'collections.abc.Sequence'>. Got value: 5,5")
+    'Parser key "model.hidden_sizes": expected a list in brackets, e.g. [5, 5]. Got value: 5,5'
+    """
+    message = re.sub(r"^Call to compute_fn of link '.*?' with args \(.*\) failed: ", "", message)
+    union = re.search(
+        r"Parser key \"([\w.]+)\": Does not validate against any of the Union subtypes.*?"
+        r"Problem with given class_path '[\w.]*?(\w+)': (.*?)(?: - Expected a <class 'NoneType'>.*)?$",
+        message,
+    )
+    if union:
+        group, cls, reason = union.groups()
+        reason = re.sub(r'Parser key "([\w.]+)"', lambda m: f'Parser key "{group}.{m.group(1)}"', reason)
+        message = re.sub(r"Option '([\w.]+)' is not accepted", rf"Option '{group}.\1' is not accepted by {cls}", reason)
+    unknown_class = re.match(r'Parser key "([\w.]+)": - Expected a path but (\S+) either not accessible', message)
+    if unknown_class:
+        key, name = unknown_class.groups()
+        message = f'Parser key "{key}": no class {name!r} to import; give a class of torch or its import path'
+    return re.sub(
+        r"Expected a <class 'collections\.abc\.Sequence'>|Expected a <class 'list'>",
+        "expected a list in brackets, e.g. [5, 5]",
+        message,
+    )
 
 
 # The --config files of the command being parsed, so that an error can name the file it comes from.

@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from typing_extensions import override
 
 from lit_activations.activations import create_activation
+from lit_activations.errors import ConfigError
 from lit_activations.logger import member_loggers
 from lit_activations.plots import activation_figure, decision_boundary_image
 
@@ -40,7 +41,7 @@ class RunSummary(Callback):
 
     def __init__(self, boundary_every_n_epochs: int = 25) -> None:
         if boundary_every_n_epochs < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"invalid RunSummary boundary_every_n_epochs {boundary_every_n_epochs!r}; expected an integer >= 0"
             )
         self.boundary_every_n_epochs = boundary_every_n_epochs

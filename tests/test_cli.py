@@ -40,7 +40,7 @@ def test_fit_command_writes_a_run_with_config_and_validation_accuracy(tmp_path):
     assert len(val_acc) == 2
     assert {"saturation/net.1", "dead_units/net.7", "grad_norm/net.0.weight", "vanishing_ratio/epoch"} <= set(scalars)
     (checkpoint,) = (run / "checkpoints").glob("epoch=*.ckpt")
-    data = CirclesDataModule(**config["data"])
+    data = CirclesDataModule(**config["data"]["init_args"])
     data.setup("fit")
     assert val_acc[-1][1] == pytest.approx(accuracy_on("val", checkpoint, data), abs=1e-6)
 
@@ -107,7 +107,7 @@ def test_configs_stack_and_flags_override_them(capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"]["max_epochs"] == 300 and printed["model"]["output"] == "sigmoid"
     assert printed["model"]["optimizer"]["init_args"]["lr"] == 1e-4
-    assert printed["data"]["batch_size"] == 64
+    assert printed["data"]["init_args"]["batch_size"] == 64
     assert printed["model"]["activation_args"] == {"negative_slope": 0.2}
 
 
@@ -115,7 +115,7 @@ def test_configs_stack_and_flags_override_them(capsys):
     ("args", "message"),
     [
         (["--model.activation=relu7"], "unknown activation 'relu7'; choose one of: elu, gelu, identity, leaky_relu"),
-        (["--model.hidden_sizes=[]"], "invalid model.hidden_sizes []; expected a non-empty list of integers >= 1"),
+        (["--model.hidden_sizes=[]"], "invalid model.hidden_sizes []; expected a list of integers >= 1: [5, 5]"),
         (["--model.hidden_sizes=[5, -1]"], "invalid model.hidden_sizes [5, -1]"),
         (["--data.noise=-0.5"], "invalid data.noise -0.5; expected a number >= 0"),
         (["--data.factor=1.2"], "invalid data.factor 1.2; expected a number in (0, 1)"),
@@ -129,9 +129,24 @@ def test_configs_stack_and_flags_override_them(capsys):
             ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--data.batch_size=33"],
             "invalid data.batch_size 33; expected a multiple of the number of processes (2)",
         ),
+        (["--data.batch_size=900"], "invalid data.batch_size 900; expected at most the 800 training points"),
+        (["--model.optimizer.lr=-0.1"], "invalid model.optimizer: Invalid learning rate: -0.1"),
+        (["--model.optimizer.betas=[1.5, 0.9]"], "invalid model.optimizer: Invalid beta parameter at index 0: 1.5"),
+        (["--model.optimizer=SGD", "--model.optimizer.lr=0.1", "--model.optimizer.momentum=-1"], "Invalid momentum"),
+        (["--model.scheduler=StepLRR"], "Parser key \"model.scheduler\": no class 'StepLRR' to import"),
+        (["--trainer.max_epochs=0"], "invalid trainer.max_epochs 0; expected an integer >= 1, or -1 for no limit"),
+        (["--trainer.max_steps=0"], "invalid trainer.max_steps 0; expected an integer >= 1, or -1 for no limit"),
+        (
+            ["--trainer.max_epoch=5"],
+            "unrecognized arguments: --trainer.max_epoch=5; did you mean --trainer.max_epochs?",
+        ),
+        (["--model.hidden_sizes=5,5"], 'Parser key "model.hidden_sizes": expected a list in brackets, e.g. [5, 5]'),
+        (["--data=MoonsDataModule", "--data.factor=0.3"], "Option 'data.factor' is not accepted by MoonsDataModule"),
+        (["--data=SpiralsOfDoom"], 'Parser key "data"'),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys):
+    """Every value a user can mistype: one line naming the option and what it accepts, exit 2, no run directory."""
     with pytest.raises(SystemExit) as exit_info:
         fit(*args)
     assert exit_info.value.code == 2
@@ -153,12 +168,17 @@ def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
     assert not (tmp_path / "logs").exists()
 
 
-def test_help_lists_every_registered_activation(capsys):
+def test_help_lists_every_registered_activation_and_each_datasets_options(capsys):
     with pytest.raises(SystemExit):
         cli_main(["fit", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert all(name in help_text for name in ACTIVATIONS)
-    assert "--data.val_fraction" in help_text and "--model.hidden_sizes" in help_text
+    assert "--model.hidden_sizes" in help_text and "--members.activations" in help_text and "--threads" in help_text
+    for data, option in (("CirclesDataModule", "--data.factor"), ("MoonsDataModule", "--data.noise")):
+        with pytest.raises(SystemExit):
+            cli_main(["fit", "--data.help", data])
+        data_help = capsys.readouterr().out
+        assert option in data_help and "--data.val_fraction" in data_help
 
 
 @pytest.mark.parametrize(
@@ -201,3 +221,21 @@ def test_a_fit_takes_one_cpu_thread_unless_told_otherwise(monkeypatch, torch_thr
     assert torch.get_num_threads() == 2
     fit(*short, "--threads=1")
     assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"  # DDP's processes take it too
+
+
+@pytest.mark.parametrize(
+    ("module", "flags", "error"),
+    [
+        ("class Broken(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n        1 / 0\n",
+         ["--model.activation=user_activation.Broken"], ZeroDivisionError),
+        ("import not_installed_anywhere\n", ["--model.activation=user_import.Anything"], ModuleNotFoundError),
+        ("class Broken(PlaneDataModule):\n    def draw(self, n_samples, seed):\n        return undefined_name\n",
+         ["--data=user_data.Broken"], NameError),
+    ],
+)  # fmt: skip
+def test_a_bug_in_the_users_own_code_keeps_its_traceback(module, flags, error, tmp_path, monkeypatch):
+    name = flags[0].split("=")[1].split(".")[0]  # a module of its own per case: Python keeps imported modules
+    (tmp_path / f"{name}.py").write_text("import torch\nfrom lit_activations.data import PlaneDataModule\n" + module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(error):  # not a SystemExit with one line: the user needs the line at fault
+        fit(*flags, "--trainer.max_epochs=1")

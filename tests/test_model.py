@@ -155,7 +155,7 @@ def test_optimizer_and_scheduler_are_injected():
     [
         ({"activation": "relu7"}, r"unknown activation 'relu7'; choose one of: elu, gelu, identity"),
         ({"members": [{"activation": "tanh7"}]}, r"unknown activation 'tanh7'; choose one of: elu, gelu, identity"),
-        ({"hidden_sizes": []}, r"invalid model.hidden_sizes \[\]; expected a non-empty list of integers >= 1"),
+        ({"hidden_sizes": []}, r"invalid model.hidden_sizes \[\]; expected a list of integers >= 1: \[5, 5\]"),
         ({"hidden_sizes": [5, 0]}, r"invalid model.hidden_sizes \[5, 0\]"),
         ({"init": "orthogonal"}, r"invalid model.init 'orthogonal'; expected one of: auto, default, xavier"),
         ({"output": "softmax"}, r"invalid model.output 'softmax'; expected one of: logit, sigmoid"),
