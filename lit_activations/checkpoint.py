@@ -64,7 +64,8 @@ class PeriodicCheckpoint(ModelCheckpoint):
         name = Path(self.best_model_path).name if self.best_model_path else "final.ckpt"  # never last.ckpt: no resume
         for k, directory in enumerate(logger.member_dirs):
             (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
-            torch.save(member_checkpoint(checkpoint, trainer.lightning_module, k), directory / "checkpoints" / name)
+            member = member_checkpoint(checkpoint, trainer.lightning_module, k)
+            torch.save(member | {"member_of": str(Path(saved).resolve())}, directory / "checkpoints" / name)
 
 
 def member_checkpoint(checkpoint: dict[str, Any], model: LightningModule, k: int) -> dict[str, Any]:

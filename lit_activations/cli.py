@@ -27,6 +27,7 @@ from lit_activations.logger import TensorBoardRunLogger
 from lit_activations.members import expand_members, fit_name, member_run_dirs
 from lit_activations.model import ActivationMLP
 from lit_activations.parser import TerseArgumentParser, config_files_in_use
+from lit_activations.resume import checkpoint_to_resume, refuse_changes, run_of
 from lit_activations.run_summary import RunSummary
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run: noise, not the user's concern.
@@ -108,16 +109,20 @@ class ActivationCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         argv = sys.argv[1:] if args is None else args
-        config_files_in_use(argv if isinstance(argv, list) else [])
+        argv = argv if isinstance(argv, list) else []
+        config_files_in_use(argv)
         super().parse_arguments(parser, args)
+        if self.config.get("subcommand") == "fit" and self.config.fit.ckpt_path:
+            try:
+                self._resume_run(parser, argv)
+            except ConfigError as err:
+                parser.error(str(err), err)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         if config.threads is not None:
             os.environ["OMP_NUM_THREADS"] = str(config.threads)  # DDP's launcher then keeps it for every process
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
-        if self.subcommand == "fit" and config.ckpt_path:
-            self._resume_in_place(config)
 
     def instantiate_classes(self) -> None:
         try:
@@ -133,32 +138,34 @@ class ActivationCLI(LightningCLI):
                 raise
             self.parser.error(str(refusal), refusal)
 
-    def _resume_in_place(self, config: Namespace) -> None:
-        """Point the logger at the run directory of the checkpoint, so a resumed run continues its own logs.
+    def _resume_run(self, parser: LightningArgumentParser, argv: list[str]) -> None:
+        """Continue the checkpoint's run, in its own directory and with its own configuration (``resume.py``).
 
-        ``--ckpt_path last`` takes the newest ``last.ckpt`` among this activation's runs; a path inside
-        ``<save_dir>/<activation>/version_<n>/checkpoints/`` continues ``version_<n>``. Events that the
-        interrupted run wrote after the checkpoint's step are purged from TensorBoard's view.
+        The run's ``config.yaml`` is read first and the command's flags after it, so a bare ``fit
+        --ckpt_path PATH`` resumes exactly; flags that would change the experiment are refused before
+        anything in the run directory is touched. Events the interrupted run wrote after the
+        checkpoint's step are purged from TensorBoard's view. A checkpoint outside a run directory
+        continues training in a new one.
         """
-        logger = config.trainer.logger
+        logger = self.config.fit.trainer.logger
         if not (isinstance(logger, Namespace) and logger.class_path.endswith(TensorBoardRunLogger.__name__)):
             return
-        runs = Path(logger.init_args.save_dir) / logger.init_args.name
-        if config.ckpt_path == "last":
-            candidates = list(runs.glob("version_*/checkpoints/last*.ckpt"))
-            if not candidates:
-                return  # Lightning warns that there is nothing to resume and starts afresh
-            checkpoint = max(candidates, key=lambda path: path.stat().st_mtime)
-        else:
-            checkpoint = Path(config.ckpt_path)
-            if checkpoint.parent.name != "checkpoints" or checkpoint.parents[2].resolve() != runs.resolve():
-                return  # a checkpoint from elsewhere: continue training in a new run directory
-        run_dir = checkpoint.parents[1]
-        version = run_dir.name.removeprefix("version_")
-        logger.init_args.version = int(version) if version.isdigit() else run_dir.name
+        checkpoint = checkpoint_to_resume(self.config.fit.ckpt_path, logger.init_args.save_dir, logger.init_args.name)
+        run = run_of(checkpoint) if checkpoint is not None else None
+        if run is None:
+            return
+        saved = parser.parse_args(["fit", "--config", str(run / "config.yaml")]).fit
+        fit = argv.index("fit")
+        self.config = parser.parse_args([*argv[: fit + 1], "--config", str(run / "config.yaml"), *argv[fit + 1 :]])
+        refuse_changes(run, saved, self.config.fit, checkpoint)
+        logger = self.config.fit.trainer.logger  # pointed at the run: <save_dir>/<name>/<version>
+        logger.init_args.save_dir, logger.init_args.name = str(run.parent.parent), run.parent.name
+        version = run.name.removeprefix("version_")
+        logger.init_args.version = int(version) if version.isdigit() else run.name
         step = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
         logger.init_args.purge_step = step + 1
-        self.save_config_kwargs["overwrite"] = True  # the run's config.yaml now records the resuming command
+        self.config.fit.ckpt_path = str(checkpoint)
+        self.save_config_kwargs["overwrite"] = True  # the run's config.yaml now records the resumed configuration
 
 
 class SaveRunConfigs(SaveConfigCallback):

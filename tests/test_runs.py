@@ -1,5 +1,6 @@
 """Runs that must keep their results and logs intact: repeated, resumed, concurrent, diverged, interrupted."""
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,3 +96,66 @@ def test_sigint_leaves_readable_events_and_a_resumable_checkpoint(tmp_path):
     resumed = fit(*SMALL, f"--ckpt_path={checkpoint}", f"--trainer.max_epochs={saved_epoch + 3}")
     assert Path(resumed.trainer.logger.log_dir).resolve() == run and resumed.trainer.current_epoch == saved_epoch + 3
     assert run_dirs(tmp_path) == ["version_0"]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A 2-epoch run with options of its own (tanh, [4, 4], 200 points, noise 0.2), to be resumed."""
+    logs = tmp_path_factory.mktemp("resume")
+    args = ("--model.activation=tanh", "--model.hidden_sizes=[4, 4]", "--data.n_samples=200", "--data.noise=0.2")
+    cli = fit(*args, f"--trainer.logger.init_args.save_dir={logs}", "--trainer.max_epochs=2")
+    return Path(cli.trainer.logger.log_dir), args
+
+
+def test_a_bare_resume_continues_the_run_with_its_own_configuration(stopped_run, tmp_path):
+    run, args = stopped_run
+    copy = tmp_path / "tanh" / "version_0"
+    shutil.copytree(run, copy)  # the module's run stays as it was for the tests of refused resumes
+    resumed = fit(f"--ckpt_path={copy / 'checkpoints' / 'last.ckpt'}", "--trainer.max_epochs=4")  # no other flag
+    assert Path(resumed.trainer.logger.log_dir) == copy and resumed.trainer.current_epoch == 4
+    hp = resumed.model.hparams
+    assert (hp.activation, hp.hidden_sizes, resumed.datamodule.hparams.noise) == ("tanh", [4, 4], 0.2)
+    uninterrupted = fit(*args, "--trainer.max_epochs=4", f"--trainer.logger.init_args.save_dir={tmp_path / 'u'}")
+    ours, theirs = read_scalars(copy), read_scalars(uninterrupted.trainer.logger.log_dir)
+    assert {t: v for t, v in ours.items() if not t.startswith("final/")} == {
+        t: v for t, v in theirs.items() if not t.startswith("final/")
+    }
+    assert yaml.safe_load((copy / "config.yaml").read_text())["trainer"]["max_epochs"] == 4
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--model.activation=relu"], "with model.activation='relu': it was trained with 'tanh'; drop the flag"),
+        (["--model.hidden_sizes=[8]"], "with model.hidden_sizes=[8]: it was trained with [4, 4]"),
+        (["--data.noise=0.3"], "with data.init_args.noise=0.3: it was trained with 0.2"),
+        (["--members.seeds=[0, 1]"], "with members.seeds=[0, 1]: it was trained with None"),
+        (["--seed_everything=7"], "with seed_everything=7: it was trained with 0"),
+        (["--trainer.max_epochs=1"], "invalid trainer.max_epochs 1 to resume"),
+        (["--trainer.max_epochs=2"], "it has trained 2 epochs; give more than 2"),
+    ],
+)
+def test_a_refused_resume_is_one_line_and_leaves_the_run_byte_identical(stopped_run, flags, message, capsys):
+    run, _ = stopped_run
+    before = snapshot(run)
+    with pytest.raises(SystemExit) as exit_info:
+        fit(f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", *flags)
+    assert exit_info.value.code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        last_line.startswith(f"error: cannot resume {run}" if "with" in message else "error: ") and message in last_line
+    )
+    assert snapshot(run) == before
+
+
+def test_a_members_own_checkpoint_or_a_missing_file_is_no_checkpoint_to_resume(tmp_path, capsys):
+    cli = fit(*SMALL, "--members.seeds=[0, 1]", "--trainer.max_epochs=1")
+    (member,) = (cli.trainer.logger.member_dirs[0] / "checkpoints").iterdir()
+    for path, message in ((member, "it holds one member's model"), (tmp_path / "nope.ckpt", "no such file")):
+        with pytest.raises(SystemExit):
+            fit(f"--ckpt_path={path}", "--trainer.max_epochs=3")
+        assert message in capsys.readouterr().err
