@@ -13,8 +13,9 @@ The seed is ``--seed_everything`` of the cell's single fit (initialisation); the
 ``--data.seed``. Every other argument goes to each fit unchanged, e.g. ``--config
 configs/tutorial.yaml``. Afterwards the runs are read back from their event files into
 ``results.md``, ``results.csv`` and ``comparison.png`` in the study directory. A fit that fails is
-retried one cell per fit, so a failing cell is reported on its own and the others go on; a cell
-that finished before is not run again.
+retried one cell per fit, so a failing cell is reported on its own and the others go on. A cell
+that finished before is not run again if its ``config.yaml`` is what the cell would now be trained
+with; a changed setting is a one-line error naming it (``--fresh`` trains the cells again).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 # Loaded once by the server the fits are forked from: what a fit imports, this module (the processes' target) and
 # the event reader. This module imports torch, TensorBoard and matplotlib only once the server is starting.
@@ -75,6 +77,10 @@ def compare_main(argv: list[str]) -> int:
         help="train the cells as members of one fit per job (default: true); false: one fit per cell",
     )  # fmt: skip
     parser.add_argument("--study_dir", default=Path("logs/study"), type=Path, help="default: logs/study")
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="train the requested runs again, replacing what the study directory holds for them",
+    )  # fmt: skip
     args, fit_args = parser.parse_known_args(argv)
     if any(arg.startswith("--members") for arg in fit_args):
         parser.error("--members.* is compare's own choice: give the cells with --activations and --seeds")
@@ -82,6 +88,13 @@ def compare_main(argv: list[str]) -> int:
     from lit_activations.activations import run_name  # imports torch
 
     runs = [Run(a, s, args.study_dir / run_name(a) / f"seed_{s}") for a in args.activations for s in args.seeds]
+    finished_before = [] if args.fresh else [run for run in runs if (run.directory / FINISHED).exists()]
+    if error := _stale(finished_before, fit_args, args.study_dir, context):
+        print(error, file=sys.stderr, flush=True)
+        return 2
+    if args.fresh:
+        for run in runs:
+            shutil.rmtree(run.directory, ignore_errors=True)
     started = time.monotonic()
     progress = _Progress(len(runs))
     pending = []
@@ -198,25 +211,64 @@ def _fit(
         else:
             entries.append({"name": run.activation, "seeds": [run.seed]})
     run_dir = str(study_dir.resolve()).replace("{", "{{").replace("}", "}}") + "/{activation}/seed_{seed}"
-    arguments = [
-        "fit", *fit_args,
-        f"--members.activations={json.dumps(entries)}", f"--members.run_dir={run_dir}",
-        f"--trainer.logger.init_args.save_dir={study_dir / 'fits'}",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-    ]  # fmt: skip
+    members = [f"--members.activations={json.dumps(entries)}", f"--members.run_dir={run_dir}"]
     started = time.monotonic()
+    exitcode, lines = _run_cli([*_fit_arguments(fit_args, study_dir), *members], threads, context)
+    for run in runs:
+        if exitcode == 0:
+            (run.directory / FINISHED).touch()
+        else:
+            run.error = lines[-1] if lines else f"exit status {exitcode}"
+    return time.monotonic() - started
+
+
+def _fit_arguments(fit_args: list[str], study_dir: Path) -> list[str]:
+    """``fit`` with the user's arguments and the study's own, for every fit of the study."""
+    return ["fit", *fit_args, f"--trainer.logger.init_args.save_dir={study_dir / 'fits'}",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # fmt: skip
+
+
+def _run_cli(
+    arguments: list[str], threads: int, context: multiprocessing.context.BaseContext
+) -> tuple[int | None, list[str]]:
+    """``python -m lit_activations ARGUMENTS`` in a process forked from the server: its exit status and output lines."""
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "output.txt"
         process = context.Process(target=_fit_process, args=(arguments, threads, output))
         process.start()
         process.join()
-        lines = output.read_text(errors="replace").strip().splitlines() if output.exists() else []
+        return process.exitcode, output.read_text(errors="replace").strip().splitlines() if output.exists() else []
+
+
+def _stale(runs: list[Run], fit_args: list[str], study_dir: Path, context: multiprocessing.context.BaseContext) -> str:
+    """Check the study's arguments, and that each finished run was trained with what they now ask for.
+
+    Returns a one-line error, or ``""``: the fit's own error for arguments it refuses, or the first finished
+    run whose ``config.yaml`` differs from the configuration its cell would now get (a changed setting must
+    not come back as an old table).
+    """
+    exitcode, lines = _run_cli([*_fit_arguments(fit_args, study_dir), "--print_config"], 1, context)
+    if exitcode != 0:
+        return lines[-1] if lines else f"the fit's arguments failed with exit status {exitcode}"
+    from lit_activations.resume import flatten
+
+    asked = yaml.safe_load("\n".join(lines))
+    ignored = ("ckpt_path", "trainer.logger.init_args.version", "trainer.logger.init_args.purge_step")
     for run in runs:
-        if process.exitcode == 0:
-            (run.directory / FINISHED).touch()
-        else:
-            run.error = lines[-1] if lines else f"exit status {process.exitcode}"
-    return time.monotonic() - started
+        saved_file = run.directory / "config.yaml"
+        if not saved_file.is_file():
+            return f"error: {run.directory} has no config.yaml to tell what it was trained with; use --fresh"
+        expected = asked | {"seed_everything": run.seed, "members": dict.fromkeys(("activations", "seeds", "run_dir"))}
+        expected["model"] = asked["model"] | {"activation": run.activation, "activation_args": None}
+        saved, wanted = flatten(yaml.safe_load(saved_file.read_text())), flatten(expected)
+        changed = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k) and k not in ignored]
+        if changed:
+            key, more = changed[0], f" (and {len(changed) - 1} more: {', '.join(changed[1:])})" if changed[1:] else ""
+            return (
+                f"error: {run.directory} was trained with {key}={saved.get(key)!r}, not {wanted.get(key)!r}{more};"
+                " give another --study_dir, or --fresh to train the study's runs again"
+            )
+    return ""
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

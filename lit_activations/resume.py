@@ -66,7 +66,7 @@ def refuse_changes(run: Path, saved: Namespace, resumed: Namespace, checkpoint: 
         ConfigError: an option of ``EXPERIMENT`` that differs from the run's ``saved`` configuration, or a
             ``trainer.max_epochs`` that the checkpoint has already reached.
     """
-    before, after = _flat(saved.as_dict()), _flat(resumed.as_dict())
+    before, after = flatten(saved.as_dict()), flatten(resumed.as_dict())
     keys = sorted(set(before) | set(after))
     changed = [key for key in keys if key.startswith(EXPERIMENT) and before.get(key) != after.get(key)]
     if changed:
@@ -84,16 +84,16 @@ def refuse_changes(run: Path, saved: Namespace, resumed: Namespace, checkpoint: 
         )
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` as ``{"a.b": 1}``; ``init_args`` levels are kept in the keys.
 
-    >>> _flat({"model": {"hidden_sizes": [5, 5], "output": "logit"}, "seed_everything": 3})
+    >>> flatten({"model": {"hidden_sizes": [5, 5], "output": "logit"}, "seed_everything": 3})
     {'model.hidden_sizes': [5, 5], 'model.output': 'logit', 'seed_everything': 3}
     """
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, Mapping) and value:
-            flat |= _flat(value, f"{prefix}{key}.")
+            flat |= flatten(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -69,3 +69,15 @@ def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_
     again = subprocess.run(COMMAND, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert again.stdout.count("skipped (finished before)") == 4 and "relu7 seed 0: failed" in again.stdout
     assert finished.stat().st_mtime_ns == before
+
+    # a changed setting never comes back as the old table: one line naming it, nothing touched
+    files = {p: p.read_bytes() for p in study.rglob("*") if p.is_file()}
+    changed = subprocess.run([*COMMAND[:-1], "--trainer.max_epochs=4"], capture_output=True, text=True, cwd=tmp_path)
+    assert changed.returncode == 2 and changed.stderr.strip().splitlines()[-1].endswith(
+        "was trained with trainer.max_epochs=3, not 4; give another --study_dir, or --fresh to train the study's"
+        " runs again"
+    )
+    assert {p: p.read_bytes() for p in study.rglob("*") if p.is_file()} == files
+    fresh = [*COMMAND[:5], "tanh", "--seeds", "0", *COMMAND[8:-1], "--trainer.max_epochs=4", "--fresh"]
+    assert subprocess.run(fresh, capture_output=True, cwd=tmp_path).returncode == 0
+    assert len(read_scalars(study / "tanh" / "seed_0")["val/acc"]) == 4
