@@ -83,12 +83,19 @@ class ActivationCLI(LightningCLI):
             help="each member's run directory, relative to the fit's or absolute, with {activation} and {seed}"
             " (default: {activation}/seed_{seed})",
         )  # fmt: skip
-        member_grid = ("model.activation", "model.activation_args", "members.activations", "members.seeds")
-        parser.link_arguments(member_grid, "model.members", compute_fn=_member_dicts)
+        member_grid = (
+            "model.init_args.activation",
+            "model.init_args.activation_args",
+            "members.activations",
+            "members.seeds",
+        )
+        parser.link_arguments(member_grid, "model.init_args.members", compute_fn=_member_dicts)
         logger = "trainer.logger.init_args"
         parser.link_arguments((*member_grid, "members.run_dir"), f"{logger}.members", compute_fn=_run_dirs)
-        parser.link_arguments(("model.activation", "members.activations"), f"{logger}.name", compute_fn=fit_name)
-        parser.link_arguments("data.num_features", "model.in_features", apply_on="instantiate")
+        parser.link_arguments(
+            ("model.init_args.activation", "members.activations"), f"{logger}.name", compute_fn=fit_name
+        )
+        parser.link_arguments("data.num_features", "model.init_args.in_features", apply_on="instantiate")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
         # `--monitor=null` leaves None among the callbacks LightningCLI collects (cli.py, instantiate_trainer).
@@ -134,9 +141,14 @@ class ActivationCLI(LightningCLI):
             # A value the classes' own checks refuse (not a bug in anyone's code): report like a parse error.
             # jsonargparse wraps what a subclass-mode group (--data) raises; the refusal is then its cause.
             refusal = _config_error(err)
-            if refusal is None:
+            if refusal is not None:
+                self.parser.error(str(refusal), refusal)
+            root = err
+            while root.__cause__ is not None:  # past jsonargparse's "Does not validate ..." wrappers
+                root = root.__cause__
+            if root is err:
                 raise
-            self.parser.error(str(refusal), refusal)
+            raise root.with_traceback(root.__traceback__) from None  # a bug in someone's code: its own traceback
 
     def _resume_run(self, parser: LightningArgumentParser, argv: list[str]) -> None:
         """Continue the checkpoint's run, in its own directory and with its own configuration (``resume.py``).
@@ -183,7 +195,8 @@ class SaveRunConfigs(SaveConfigCallback):
         fit_config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for member, directory in zip(pl_module.members, logger.member_dirs, strict=True):
             config = copy.deepcopy(fit_config)
-            config["model"] |= {"activation": member.activation, "activation_args": member.as_dict()["activation_args"]}
+            model = config["model"]["init_args"]
+            model |= {"activation": member.activation, "activation_args": member.as_dict()["activation_args"]}
             if member.seed is not None:
                 config["seed_everything"] = member.seed
             config["members"] = {"activations": None, "seeds": None, "run_dir": None}
@@ -209,6 +222,7 @@ def _run_cli(args: ArgsType, **cli_kwargs: Any) -> ActivationCLI:
     return ActivationCLI(
         ActivationMLP,
         PlaneDataModule,
+        subclass_mode_model=True,  # --model=my_package.MyModel, a subclass of ActivationMLP
         subclass_mode_data=True,  # --data=MoonsDataModule, --data=my_package.MyData
         parser_class=TerseArgumentParser,
         parser_kwargs={subcommand: defaults for subcommand in SUBCOMMANDS},

@@ -250,7 +250,7 @@ def _stale(runs: list[Run], fit_args: list[str], study_dir: Path, context: multi
     exitcode, lines = _run_cli([*_fit_arguments(fit_args, study_dir), "--print_config"], 1, context)
     if exitcode != 0:
         return lines[-1] if lines else f"the fit's arguments failed with exit status {exitcode}"
-    from lit_activations.resume import flatten
+    from lit_activations.resume import flatten, option
 
     asked = yaml.safe_load("\n".join(lines))
     ignored = ("ckpt_path", "trainer.logger.init_args.version", "trainer.logger.init_args.purge_step")
@@ -259,13 +259,18 @@ def _stale(runs: list[Run], fit_args: list[str], study_dir: Path, context: multi
         if not saved_file.is_file():
             return f"error: {run.directory} has no config.yaml to tell what it was trained with; use --fresh"
         expected = asked | {"seed_everything": run.seed, "members": dict.fromkeys(("activations", "seeds", "run_dir"))}
-        expected["model"] = asked["model"] | {"activation": run.activation, "activation_args": None}
+        model = asked["model"] | {"init_args": asked["model"]["init_args"] | {"activation": run.activation}}
+        expected["model"] = model | {"init_args": model["init_args"] | {"activation_args": None}}
         saved, wanted = flatten(yaml.safe_load(saved_file.read_text())), flatten(expected)
         changed = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k) and k not in ignored]
         if changed:
-            key, more = changed[0], f" (and {len(changed) - 1} more: {', '.join(changed[1:])})" if changed[1:] else ""
+            key, more = (
+                changed[0],
+                f" (and {len(changed) - 1} more: {', '.join(map(option, changed[1:]))})" if changed[1:] else "",
+            )
+            was, now = saved.get(key), wanted.get(key)
             return (
-                f"error: {run.directory} was trained with {key}={saved.get(key)!r}, not {wanted.get(key)!r}{more};"
+                f"error: {run.directory} was trained with {option(key)}={was!r}, not {now!r}{more};"
                 " give another --study_dir, or --fresh to train the study's runs again"
             )
     return ""

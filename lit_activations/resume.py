@@ -70,9 +70,12 @@ def refuse_changes(run: Path, saved: Namespace, resumed: Namespace, checkpoint: 
     keys = sorted(set(before) | set(after))
     changed = [key for key in keys if key.startswith(EXPERIMENT) and before.get(key) != after.get(key)]
     if changed:
-        key, more = changed[0], f" (and {len(changed) - 1} more: {', '.join(changed[1:])})" if changed[1:] else ""
+        key, more = (
+            changed[0],
+            f" (and {len(changed) - 1} more: {', '.join(map(option, changed[1:]))})" if changed[1:] else "",
+        )
         raise ConfigError(
-            f"cannot resume {run} with {key}={after.get(key)!r}: it was trained with {before.get(key)!r}{more};"
+            f"cannot resume {run} with {option(key)}={after.get(key)!r}: it was trained with {before.get(key)!r}{more};"
             " drop the flag to continue the run as it was, or leave out --ckpt_path to start a new run"
         )
     trained = torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] + 1
@@ -82,6 +85,15 @@ def refuse_changes(run: Path, saved: Namespace, resumed: Namespace, checkpoint: 
             f"invalid trainer.max_epochs {max_epochs} to resume {run}: it has trained {trained} epochs;"
             f" give more than {trained}"
         )
+
+
+def option(key: str) -> str:
+    """A configuration key as the flag a user types: ``model.init_args.activation`` is ``model.activation``.
+
+    >>> option("data.init_args.noise")
+    'data.noise'
+    """
+    return key.replace(".init_args.", ".")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -34,7 +34,7 @@ def test_fit_command_writes_a_run_with_config_and_validation_accuracy(tmp_path):
     assert result.returncode == 0, result.stderr
     run = tmp_path / "logs" / "tanh" / "version_0"
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["seed_everything"] == 0 and config["model"]["activation"] == "tanh"
+    assert config["seed_everything"] == 0 and config["model"]["init_args"]["activation"] == "tanh"
     scalars = read_scalars(run)
     val_acc = scalars["val/acc"]
     assert len(val_acc) == 2
@@ -105,10 +105,11 @@ def test_configs_stack_and_flags_override_them(capsys):
     with pytest.raises(SystemExit):
         cli_main(["fit", *args, "--model.activation_args={negative_slope: 0.2}", "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["trainer"]["max_epochs"] == 300 and printed["model"]["output"] == "sigmoid"
-    assert printed["model"]["optimizer"]["init_args"]["lr"] == 1e-4
+    model = printed["model"]["init_args"]
+    assert printed["trainer"]["max_epochs"] == 300 and model["output"] == "sigmoid"
+    assert model["optimizer"]["init_args"]["lr"] == 1e-4
     assert printed["data"]["init_args"]["batch_size"] == 64
-    assert printed["model"]["activation_args"] == {"negative_slope": 0.2}
+    assert model["activation_args"] == {"negative_slope": 0.2}
 
 
 @pytest.mark.parametrize(
@@ -172,8 +173,11 @@ def test_help_lists_every_registered_activation_and_each_datasets_options(capsys
     with pytest.raises(SystemExit):
         cli_main(["fit", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert all(name in help_text for name in ACTIVATIONS)
-    assert "--model.hidden_sizes" in help_text and "--members.activations" in help_text and "--threads" in help_text
+    assert "--members.activations" in help_text and "--threads" in help_text and "--model.help" in help_text
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--model.help", "ActivationMLP"])
+    model_help = " ".join(capsys.readouterr().out.split())
+    assert all(name in model_help for name in ACTIVATIONS) and "--model.hidden_sizes" in model_help
     for data, option in (("CirclesDataModule", "--data.factor"), ("MoonsDataModule", "--data.noise")):
         with pytest.raises(SystemExit):
             cli_main(["fit", "--data.help", data])

@@ -132,7 +132,7 @@ def test_a_bare_resume_continues_the_run_with_its_own_configuration(stopped_run,
     [
         (["--model.activation=relu"], "with model.activation='relu': it was trained with 'tanh'; drop the flag"),
         (["--model.hidden_sizes=[8]"], "with model.hidden_sizes=[8]: it was trained with [4, 4]"),
-        (["--data.noise=0.3"], "with data.init_args.noise=0.3: it was trained with 0.2"),
+        (["--data.noise=0.3"], "with data.noise=0.3: it was trained with 0.2"),
         (["--members.seeds=[0, 1]"], "with members.seeds=[0, 1]: it was trained with None"),
         (["--seed_everything=7"], "with seed_everything=7: it was trained with 0"),
         (["--trainer.max_epochs=1"], "invalid trainer.max_epochs 1 to resume"),
