@@ -21,6 +21,11 @@ from lit_activations.logger import member_loggers, write_scalars
 from lit_activations.stacked import MemberActivation
 
 _HISTOGRAM_ROWS = 10_000  # pre-activation rows kept per layer for a histogram
+# Leaf modules that can act element by element without being activations.
+_NEVER_ACTIVATIONS = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                      nn.FeatureAlphaDropout, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+                      nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm,
+                      nn.LocalResponseNorm)  # fmt: skip
 
 
 class ActivationMonitor(Callback):
@@ -67,6 +72,9 @@ class ActivationMonitor(Callback):
         activation_types: import paths of activation classes; ``None`` takes every element-wise
             activation class of ``torch.nn`` and of ``lit_activations.activations.ACTIVATIONS``.
         activation_pattern: also watch modules whose qualified name fully matches this regex.
+        detect_elementwise: also watch any other leaf module that the first probe pass shows to act element
+            by element (``statistics.is_elementwise``), so a user's own activation needs no flag; dropout,
+            normalisation and ``nn.Identity`` are never taken for activations.
 
     Raises:
         ValueError: an argument out of range or a class path that does not import.
@@ -91,6 +99,7 @@ class ActivationMonitor(Callback):
         ),
         activation_types: Sequence[str] | None = None,
         activation_pattern: str | None = None,
+        detect_elementwise: bool = True,
     ) -> None:
         if not 0 < epsilon < 1:
             raise ConfigError(f"invalid ActivationMonitor epsilon {epsilon!r}; expected a number in (0, 1)")
@@ -111,6 +120,7 @@ class ActivationMonitor(Callback):
             else tuple(_import_class(path, "activation_types") for path in activation_types)
         )
         self.activation_pattern = re.compile(activation_pattern) if activation_pattern else None
+        self.detect_elementwise = detect_elementwise
         self._state = _RunState()
 
     @override
@@ -132,7 +142,17 @@ class ActivationMonitor(Callback):
                 self.activation_pattern is not None and self.activation_pattern.fullmatch(name)
             ):
                 activations[name] = module
-        if not params and not activations:
+        candidates = {
+            name: module
+            for name, module in pl_module.named_modules()
+            if self.detect_elementwise
+            and name
+            and next(module.children(), None) is None
+            and name not in activations
+            and not any(name.startswith(f"{outer}.") for outer in activations)
+            and not isinstance(module, (*self.layer_types, *_NEVER_ACTIVATIONS))
+        }
+        if not params and not activations and not candidates:
             raise RuntimeError(
                 f"`ActivationMonitor` found no layer of types {[t.__name__ for t in self.layer_types]} and no"
                 f" activation in {type(pl_module).__name__}: set layer_types, activation_types or activation_pattern."
@@ -145,6 +165,8 @@ class ActivationMonitor(Callback):
                 f" {type(pl_module).__name__}: every watched layer must hold all the model's members."
             )
         num_members = counts.pop() if counts else 1
+        if num_members > 1:
+            candidates = {}  # a model of members keeps its activations in its member-stacked modules
         weights = {name: p for name, p in params.items() if name.endswith(".weight")}
         stacked = {name for name, module in activations.items() if hasattr(module, "num_members")}
         self._state = _RunState(
@@ -152,6 +174,7 @@ class ActivationMonitor(Callback):
             weights=weights,
             weight_numels=[p.numel() // num_members for p in weights.values()],
             activations=activations,
+            candidates=candidates,
             stacked_activations=stacked,
             num_members=num_members,
             loggers=member_loggers(trainer, num_members),
@@ -203,14 +226,16 @@ class ActivationMonitor(Callback):
     @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         state = self._state
-        if trainer.sanity_checking or not state.activations or trainer.current_epoch % self.every_n_epochs:
+        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
-        keep_rows = self._histogram_epoch(trainer)
-        state.tallies = {name: _Tally(keep_rows=keep_rows) for name in state.activations}
+        if not state.activations and not state.candidates:
+            return
+        state.keep_rows = self._histogram_epoch(trainer)
+        state.tallies = {name: _Tally(keep_rows=state.keep_rows) for name in state.activations}
         state.hooks = [
             module.register_forward_hook(self._tally_hook(name, stacked=name in state.stacked_activations))
             for name, module in state.activations.items()
-        ]
+        ] + [module.register_forward_hook(self._candidate_hook(name)) for name, module in state.candidates.items()]
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -225,14 +250,19 @@ class ActivationMonitor(Callback):
         # One all-reduce for every layer's counts, so the fractions describe the whole probe set, then one host sync.
         reduced = trainer.strategy.reduce(torch.cat([t.packed().flatten() for t in tallies.values()]), reduce_op="sum")
         rows: list[dict[str, float]] = [{} for _ in range(state.num_members)]
+        descriptions: list[dict[str, str]] = [{} for _ in range(state.num_members)]
         for name, tally in tallies.items():
             size = tally.small.numel() + 4 * state.num_members
             layer, reduced = reduced[:size].reshape(state.num_members, -1).tolist(), reduced[size:]
             for row, packed in zip(rows, layer, strict=True):
                 row |= {f"{stat}/{name}": value for stat, value in _Tally.statistics(packed).items()}
+            if name not in state.described:  # TensorBoard keeps a tag's first description
+                state.described.add(name)
+                for described, threshold in zip(descriptions, state.thresholds[name].tolist(), strict=True):
+                    described |= self._describe(name, threshold)
             if tally.rows:
                 self._histogram(trainer, f"preactivation/{name}", torch.cat(tally.rows, dim=1))
-        self._log(trainer, rows)
+        self._log(trainer, rows, descriptions)
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
@@ -241,6 +271,22 @@ class ActivationMonitor(Callback):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._remove_hooks()
+
+    def _candidate_hook(self, name: str):
+        """On a module not known as an activation: if its first call is element-wise, watch it from this call on."""
+        tally = self._tally_hook(name, stacked=False)
+
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            state = self._state
+            if state.candidates.pop(name, None) is not None:  # judged once, on its first call
+                if not inputs or not stats.is_elementwise(module, inputs[0], output):
+                    return
+                state.activations[name] = module
+                state.tallies[name] = _Tally(keep_rows=state.keep_rows)
+            if name in state.activations:
+                tally(module, inputs, output)
+
+        return hook
 
     def _tally_hook(self, name: str, stacked: bool):
         """The probe pass's forward hook; a module that is not member-stacked gets a member axis of 1."""
@@ -284,10 +330,26 @@ class ActivationMonitor(Callback):
         every = self.histogram_every_n_epochs
         return every > 0 and trainer.current_epoch % every == 0
 
-    def _log(self, trainer: Trainer, rows: list[dict[str, float]]) -> None:
-        for loggers, metrics in zip(self._state.loggers, rows, strict=True):
+    def _describe(self, name: str, threshold: float) -> dict[str, str]:
+        """What saturation and dead units of module ``name`` mean, with the threshold that makes 0.00 explain itself."""
+        small = (
+            f"|f'(z)| < {self.epsilon} x sup|f'| = {self.epsilon} x {threshold / self.epsilon:.4g} = {threshold:.3g}"
+        )
+        return {
+            f"saturation/{name}": f"Share of (sample, unit) pairs with a small slope, {small}: ReLU's inactive side,"
+            " the flat tails of sigmoid and tanh (which a slope 0.05 x 0.25 = 0.0125 reaches only beyond |z| = 4.4"
+            " for sigmoid); never for identity. --monitor.epsilon sets the factor.",
+            f"dead_units/{name}": f"Share of units whose slope is small, {small}, for every sample of the probe"
+            " set: units that never fire.",
+        }
+
+    def _log(
+        self, trainer: Trainer, rows: list[dict[str, float]], descriptions: list[dict[str, str]] | None = None
+    ) -> None:
+        descriptions = descriptions or [{} for _ in rows]
+        for loggers, metrics, described in zip(self._state.loggers, rows, descriptions, strict=True):
             for logger in loggers:
-                write_scalars(logger, metrics, trainer.global_step)  # loggers write on rank 0 only
+                write_scalars(logger, metrics, trainer.global_step, described)  # loggers write on rank 0 only
 
     def _histogram(self, trainer: Trainer, tag: str, values: torch.Tensor) -> None:
         """One histogram per member of ``values`` (K, ...), with 30 bins over the member's range.
@@ -366,6 +428,8 @@ class _RunState:
 
     params: dict[str, nn.Parameter] = field(default_factory=dict)
     activations: dict[str, nn.Module] = field(default_factory=dict)
+    candidates: dict[str, nn.Module] = field(default_factory=dict)  # to judge on the first probe pass
+    keep_rows: bool = False  # this probe pass keeps pre-activations for histograms
     stacked_activations: set[str] = field(default_factory=set)  # those that take (K, B, n)
     weights: dict[str, nn.Parameter] = field(default_factory=dict)  # the ".weight" entries of params
     weight_numels: list[int] = field(default_factory=list)  # elements of one member's weight
@@ -375,6 +439,7 @@ class _RunState:
     epoch_steps: int = 0
     grad_histograms_due: bool = False
     thresholds: dict[str, torch.Tensor] = field(default_factory=dict)  # (K,): epsilon · sup|f'|
+    described: set[str] = field(default_factory=set)  # modules whose tags carry their description already
     tallies: dict[str, _Tally] = field(default_factory=dict)
     hooks: list[RemovableHandle] = field(default_factory=list)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import sys
 import traceback
@@ -32,6 +33,8 @@ from lit_activations.run_summary import RunSummary
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run: noise, not the user's concern.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+# Lightning's advertisements for its cloud services ("💡 Tip: ..."), printed at every fit.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "💡" not in record.getMessage())
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "defaults.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -102,6 +105,8 @@ class ActivationCLI(LightningCLI):
         callbacks = [c for c in callbacks if c is not None]
         # `--trainer.enable_checkpointing=false` and `--trainer.enable_progress_bar=false` also drop the
         # checkpoint and progress bar of defaults.yaml, which Lightning would otherwise reject as a contradiction.
+        if config.get("enable_progress_bar") is None and not sys.stderr.isatty():
+            config["enable_progress_bar"] = False  # bars are for a terminal: in a log file each redraw is a line
         unwanted = tuple(
             kind
             for kind, flag in ((ModelCheckpoint, "enable_checkpointing"), (ProgressBar, "enable_progress_bar"))
@@ -149,6 +154,15 @@ class ActivationCLI(LightningCLI):
             if root is err:
                 raise
             raise root.with_traceback(root.__traceback__) from None  # a bug in someone's code: its own traceback
+
+    def after_fit(self) -> None:
+        """One line to say where the run is and how to look at it."""
+        logger = self.trainer.logger
+        if not self.trainer.is_global_zero or not isinstance(logger, TensorBoardRunLogger):
+            return
+        runs = logger.member_dirs
+        where = runs[0] if len(runs) == 1 else f"{len(runs)} runs under {logger.log_dir}"
+        print(f"Saved {where}; to look at it: tensorboard --logdir {logger.save_dir}", flush=True)
 
     def _resume_run(self, parser: LightningArgumentParser, argv: list[str]) -> None:
         """Continue the checkpoint's run, in its own directory and with its own configuration (``resume.py``).

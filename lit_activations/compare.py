@@ -130,6 +130,9 @@ def compare_main(argv: list[str]) -> int:
 
         study_figure(curves, layers).savefig(args.study_dir / "comparison.png")
     print(table, flush=True)
+    figure = f", figure {args.study_dir / 'comparison.png'}" if curves else ""
+    print(f"Table {args.study_dir / 'results.md'}, CSV {args.study_dir / 'results.csv'}{figure};"
+          f" to look at the runs: tensorboard --logdir {args.study_dir}", flush=True)  # fmt: skip
     return 1 if all(r.error for r in runs) else 0
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from typing_extensions import override
 
 
@@ -167,12 +167,25 @@ def log_member_scalars(trainer: Trainer, rows: Sequence[Mapping[str, float]], st
 
 
 @rank_zero_only
-def write_scalars(logger: Logger, metrics: Mapping[str, float], step: int) -> None:
+def write_scalars(
+    logger: Logger, metrics: Mapping[str, float], step: int, descriptions: Mapping[str, str] | None = None
+) -> None:
     """All scalars in one TensorBoard event. ``log_metrics`` writes an event per value, 12x slower here
-    (0.96 ms against 0.08 ms for 21 values), which alone would cost the tutorial run 7% per step."""
+    (0.96 ms against 0.08 ms for 21 values), which alone would cost the tutorial run 7% per step.
+
+    ``descriptions`` (tag -> text) are shown by TensorBoard beside the tag's chart; it keeps a tag's first one.
+    """
     if not isinstance(logger, TensorBoardLogger):
         logger.log_metrics(dict(metrics), step=step)
         return
-    summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in metrics.items()])
+    descriptions = descriptions or {}
+    summary = Summary(
+        value=[
+            Summary.Value(tag=tag, simple_value=value, metadata=SummaryMetadata(summary_description=descriptions[tag]))
+            if tag in descriptions
+            else Summary.Value(tag=tag, simple_value=value)
+            for tag, value in metrics.items()
+        ]
+    )
     # _get_file_writer, not .file_writer: it reopens the file after Lightning closed it at the end of fit
     logger.experiment._get_file_writer().add_summary(summary, step)

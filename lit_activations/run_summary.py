@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from typing_extensions import override
 
@@ -45,10 +46,14 @@ class RunSummary(Callback):
                 f"invalid RunSummary boundary_every_n_epochs {boundary_every_n_epochs!r}; expected an integer >= 0"
             )
         self.boundary_every_n_epochs = boundary_every_n_epochs
+        self._noted: set[str] = set()
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
+            return
+        if not hasattr(pl_module, "members"):
+            self._note(trainer, "no activation curve: the model has no `members` (ActivationMLP has)")
             return
         curves: dict[str, np.ndarray] = {}  # one figure per activation, however many members share it
         for member, loggers in zip(pl_module.members, member_loggers(trainer, len(pl_module.members)), strict=True):
@@ -67,9 +72,19 @@ class RunSummary(Callback):
         if trainer.current_epoch % every and not last_epoch:
             return
         data = trainer.datamodule
+        if not all(hasattr(data, a) for a in ("grid", "train_points", "model_inputs")) or not hasattr(
+            pl_module, "to_probabilities"
+        ):
+            self._note(trainer, "no decision boundary: it needs a PlaneDataModule and a model with to_probabilities")
+            return
         grid = data.grid
         with torch.no_grad():
             probabilities = pl_module.to_probabilities(pl_module(data.model_inputs(grid).to(pl_module.device)))
+        members = len(getattr(pl_module, "members", [None]))
+        if probabilities.shape != (members, len(grid)):
+            self._note(trainer, f"no decision boundary: an output of shape {tuple(probabilities.shape)} for"
+                                f" {len(grid)} grid points is not one probability per member and point")  # fmt: skip
+            return
         probabilities = probabilities.cpu().numpy()  # (K, grid points)
         points, labels = (t.numpy() for t in data.train_points)
         low, high = grid.min(0).values.numpy(), grid.max(0).values.numpy()
@@ -84,18 +99,34 @@ class RunSummary(Callback):
         params = {key: value for key, value in params.items() if not key.startswith("_")}  # LightningCLI's internals
         for key in ("in_features", "members"):
             params.pop(key, None)
+        if trainer.datamodule is not None:
+            params["dataset"] = type(trainer.datamodule).__name__
         if trainer.optimizers:
             optimizer = trainer.optimizers[0]
             params |= {"optimizer": type(optimizer).__name__, "lr": optimizer.defaults.get("lr")}
-        fit_seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything
-        loggers_of = member_loggers(trainer, len(pl_module.members))
-        for member, last, loggers in zip(pl_module.members, pl_module.last_epoch_metrics, loggers_of, strict=True):
-            member_params = params | {"activation": member.activation, "activation_args": member.activation_args}
-            member_params["seed"] = member.seed if member.seed is not None else fit_seed
+        fit_seed = int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None  # seed_everything
+        members = getattr(pl_module, "members", [None])  # a model of another kind: one run, the callback metrics
+        finals = getattr(pl_module, "last_epoch_metrics", [{k: float(v) for k, v in trainer.callback_metrics.items()}])
+        for member, last, loggers in zip(members, finals, member_loggers(trainer, len(members)), strict=True):
+            member_params = dict(params)
+            if member is not None:
+                member_params |= {"activation": member.activation, "activation_args": member.activation_args}
+            member_params["seed"] = member.seed if member is not None and member.seed is not None else fit_seed
             metrics = {f"final/{tag.replace('/', '_')}": last[tag] for tag in FINAL_METRICS if tag in last}
             for logger in loggers:
                 # at the last step (not Lightning's default 0), so a resumed run's final values come last
                 logger.log_hyperparams(member_params, metrics or None, step=trainer.global_step)
+
+    def _note(self, trainer: Trainer, text: str) -> None:
+        """Say once, in the terminal and in each run's TEXT tab, what was not drawn and why."""
+        if text in self._noted:
+            return
+        self._noted.add(text)
+        rank_zero_warn(f"RunSummary: {text}")
+        for logger in trainer.loggers:
+            for run in getattr(logger, "member_runs", [logger]):
+                if isinstance(run, TensorBoardLogger):
+                    run.experiment.add_text("notes/run_summary", text, global_step=trainer.global_step)
 
 
 def _pixels(figure) -> np.ndarray:

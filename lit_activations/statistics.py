@@ -68,6 +68,24 @@ def local_slopes(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return slope
 
 
+def is_elementwise(module: nn.Module, z: torch.Tensor, output: torch.Tensor) -> bool:
+    """Whether ``module``, which gave ``output`` for ``z``, acts element by element: the same shape, and changing
+    one entry of the input changes no other entry of the output. How a user's own activation is recognised.
+
+    >>> z = torch.randn(4, 3)
+    >>> is_elementwise(nn.Tanh(), z, torch.tanh(z)), is_elementwise(nn.Softmax(dim=1), z, z.softmax(1))
+    (True, False)
+    """
+    if not (isinstance(output, torch.Tensor) and output.shape == z.shape and z.is_floating_point() and z.numel() > 1):
+        return False
+    probe = z.detach().clone()
+    probe.view(-1)[0] += 1.0
+    with torch.no_grad():
+        changed = module.forward(probe) != output
+    changed.view(-1)[0] = False
+    return not bool(changed.any())
+
+
 def max_slopes(
     activation: nn.Module, n_units: int, num_members: int | None = None, span: float = 20.0, points: int = 40_001
 ) -> torch.Tensor:

@@ -113,6 +113,37 @@ def test_users_own_activation_found_by_name_pattern_uses_its_autograd_slope(tmp_
     assert last(scalars, "saturation/body.1") == pytest.approx(np.mean(3 * z**2 < 0.05 * sup), abs=1e-7)
 
 
+class Swish(nn.Module):
+    """A user's learnable activation, f(z) = z · sigmoid(βz): a parameter, and no registry entry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.beta = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z * torch.sigmoid(self.beta * z)
+
+
+def test_a_users_element_wise_modules_are_found_without_flags_and_dropout_or_norms_are_not(tmp_path):
+    body = nn.Sequential(nn.Linear(2, 4), Cube(), nn.Linear(4, 4), Swish(), nn.Dropout(0.1), nn.BatchNorm1d(4),
+                         nn.Softmax(dim=1), nn.Linear(4, 1))  # fmt: skip
+    trainer, _ = run(Regressor(body), tmp_path, epochs=2)
+    scalars = read_scalars(trainer.logger.log_dir)
+    assert {tag for tag in scalars if tag.startswith("saturation/")} == {"saturation/body.1", "saturation/body.3"}
+    assert len(scalars["saturation/body.1"]) == 2  # from the first probe pass on, every epoch
+    z = X.double().numpy() @ body[0].weight.detach().double().numpy().T + body[0].bias.detach().double().numpy()
+    assert last(scalars, "activation_mean/body.1") == pytest.approx(np.mean(z**3), rel=1e-5)
+
+
+def test_saturation_tags_carry_their_threshold_as_a_description(tmp_path):
+    trainer, _ = run(Regressor(nn.Sequential(nn.Linear(2, 4), nn.Sigmoid(), nn.Linear(4, 1))), tmp_path, epochs=2)
+    events = EventAccumulator(trainer.logger.log_dir)
+    events.Reload()
+    text = events.SummaryMetadata("saturation/body.1").summary_description
+    assert "|f'(z)| < 0.05 x sup|f'| = 0.05 x 0.25 = 0.0125" in text
+    assert "= 0.0125, for every sample" in events.SummaryMetadata("dead_units/body.1").summary_description
+
+
 def test_logged_gradients_equal_a_hand_computation(tmp_path):
     # Fixed weights: the monitor's float32 norms against float64 here; some random draws cancel to 6e-5 relative.
     torch.manual_seed(0)
@@ -240,7 +271,8 @@ def test_setup_errors_name_the_fix(tmp_path):
     with pytest.raises(RuntimeError, match="Cannot use `ActivationMonitor` with a Trainer that has no logger"):
         trainer.fit(Regressor(nn.Sequential(nn.Linear(2, 1))), DataLoader(TensorDataset(X, Y), batch_size=64))
     with pytest.raises(RuntimeError, match=r"found no layer of types \['Conv2d'\] and no activation in Regressor"):
-        run(Regressor(nn.Sequential(nn.Linear(2, 1))), tmp_path, layer_types=["torch.nn.Conv2d"], activation_types=[])
+        run(Regressor(nn.Sequential(nn.Linear(2, 1))), tmp_path, layer_types=["torch.nn.Conv2d"], activation_types=[],
+            detect_elementwise=False)  # fmt: skip
 
 
 def test_callbacks_pickle_with_their_configuration():

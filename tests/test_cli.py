@@ -28,10 +28,15 @@ def accuracy_on(split: str, checkpoint: Path, data: CirclesDataModule) -> float:
 @pytest.mark.slow
 def test_fit_command_writes_a_run_with_config_and_validation_accuracy(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "lit_activations", "fit", "--model.activation=tanh", "--trainer.max_epochs=2", *QUIET],
+        [sys.executable, "-m", "lit_activations", "fit", "--model.activation=tanh", "--trainer.max_epochs=2"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # for people: where the run is, and no progress bars or advertisements in output that is not a terminal
+    assert (
+        result.stdout.strip().splitlines()[-1] == "Saved logs/tanh/version_0; to look at it: tensorboard --logdir logs"
+    )
+    assert "it/s]" not in result.stdout + result.stderr and "Tip" not in result.stdout + result.stderr
     run = tmp_path / "logs" / "tanh" / "version_0"
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["seed_everything"] == 0 and config["model"]["init_args"]["activation"] == "tanh"
@@ -39,6 +44,7 @@ def test_fit_command_writes_a_run_with_config_and_validation_accuracy(tmp_path):
     val_acc = scalars["val/acc"]
     assert len(val_acc) == 2
     assert {"saturation/net.1", "dead_units/net.7", "grad_norm/net.0.weight", "vanishing_ratio/epoch"} <= set(scalars)
+    assert [value for _, value in scalars["lr-Adam"]] == pytest.approx([1e-3, 1e-3])  # LearningRateMonitor, per epoch
     (checkpoint,) = (run / "checkpoints").glob("epoch=*.ckpt")
     data = CirclesDataModule(**config["data"]["init_args"])
     data.setup("fit")

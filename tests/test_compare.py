@@ -26,6 +26,10 @@ def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_
     assert result.returncode == 0, result.stderr
     assert "[6/6]" in result.stdout and "| activation | final val acc" in result.stdout
     assert "tanh seed 0: ok" in result.stdout and "(2 runs in one fit)" in result.stdout  # 4 cells, 2 jobs
+    assert result.stdout.strip().splitlines()[-1] == (
+        "Table logs/study/results.md, CSV logs/study/results.csv, figure logs/study/comparison.png;"
+        " to look at the runs: tensorboard --logdir logs/study"
+    )
     study = tmp_path / "logs" / "study"
 
     rows = table_rows(study)

@@ -7,12 +7,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from lit_activations.data import CirclesDataModule
 from lit_activations.events import read_scalars
+from lit_activations.members import Member
+from lit_activations.run_summary import RunSummary
 
 from runs import fit
 
@@ -45,10 +51,42 @@ def test_fit_logs_hparams_with_the_final_metrics(run_dir):
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["activation"].string_value == "tanh"
     assert start.hparams["batch_size"].number_value == 32 and start.hparams["optimizer"].string_value == "Adam"
+    assert start.hparams["seed"].number_value == 0 and start.hparams["dataset"].string_value == "CirclesDataModule"
+    assert not any(key.startswith("_") for key in start.hparams)  # nothing of LightningCLI's internals
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in experiment.metric_infos} == {"final/val_acc", "final/val_loss", "final/train_loss"}
     scalars = read_scalars(run_dir)
     assert scalars["final/val_acc"] == [(15, pytest.approx(scalars["val/acc"][-1][1]))]  # at the last step
+
+
+class ThreeProbabilities(torch.nn.Module):
+    """A user's model with three probabilities per point: nothing RunSummary knows how to draw."""
+
+    members = (Member("relu"),)
+    device = torch.device("cpu")
+
+    def forward(self, x):
+        return torch.rand(1, len(x), 3)
+
+    def to_probabilities(self, out):
+        return out
+
+
+def test_an_output_it_cannot_draw_is_skipped_with_a_note_not_a_crash(tmp_path):
+    data = CirclesDataModule(grid_size=10)
+    data.setup("fit")
+    logger = TensorBoardLogger(tmp_path, name="run")
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, current_epoch=0, max_epochs=1,
+                              global_step=7, datamodule=data, loggers=[logger])  # fmt: skip
+    summary = RunSummary()
+    for _ in range(2):  # noted once
+        summary.on_validation_epoch_end(trainer, ThreeProbabilities())
+    logger.experiment.flush()
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    assert "decision_boundary" not in events.Tags()["images"]
+    (note,) = events.Tensors("notes/run_summary/text_summary")
+    assert b"no decision boundary: an output of shape (1, 100, 3)" in note.tensor_proto.string_val[0]
 
 
 @pytest.mark.slow
