@@ -73,9 +73,9 @@ class ActivationCLI(LightningCLI):
             " threads: two fits side by side on 2 cores ran 10x slower with torch's default of a thread per core.",
         )  # fmt: skip
         parser.add_argument(
-            "--members.activations", type=list[str | dict[str, Any]] | None, default=None,
-            help="train several members side by side: their activations, each a name, an import path or"
-            " {name: NAME, args: {...}, seeds: [...]} (default: --model.activation alone)",
+            "--members.activations", type=list[str | list[str] | dict[str, Any]] | None, default=None,
+            help="train several members side by side: their activations, each a name, an import path, a list"
+            " of them (one per hidden layer) or {name: NAME, args: {...}, seeds: [...]} (default: --model.activation)",
         )  # fmt: skip
         parser.add_argument(
             "--members.seeds", type=list[int] | None, default=None,
@@ -99,6 +99,7 @@ class ActivationCLI(LightningCLI):
             ("model.init_args.activation", "members.activations"), f"{logger}.name", compute_fn=fit_name
         )
         parser.link_arguments("data.num_features", "model.init_args.in_features", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
         # `--monitor=null` leaves None among the callbacks LightningCLI collects (cli.py, instantiate_trainer).

@@ -50,6 +50,7 @@ class PlaneDataModule(LightningDataModule):
     """
 
     num_features = 2  # x and y of a point; linked to the model's input size by the CLI
+    num_classes = 2  # linked to the model's number of classes; a subclass with more sets its own
 
     def __init__(
         self,
@@ -79,7 +80,8 @@ class PlaneDataModule(LightningDataModule):
         self._splits: dict[str, TensorDataset] = {}
 
     def draw(self, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """The points (n_samples, 2) and their classes (n_samples,), drawn from ``seed``: the one method to write."""
+        """The points (n_samples, 2) and their classes 0 … num_classes - 1 (n_samples,), drawn from ``seed``:
+        the one method to write."""
         raise NotImplementedError(f"{type(self).__name__} must implement draw(n_samples, seed)")
 
     def setup(self, stage: str) -> None:
@@ -205,6 +207,36 @@ class MoonsDataModule(PlaneDataModule):
         from sklearn.datasets import make_moons
 
         return make_moons(n_samples=n_samples, noise=self.hparams.noise, random_state=seed)
+
+
+class SpiralsDataModule(PlaneDataModule):
+    """``num_classes`` interleaved spiral arms, one class each: a multi-class problem for a softmax head.
+
+    Arm c's points are at radius r ∈ [0, 1] and angle 2π (c / num_classes + turns · r), plus Gaussian
+    noise; the arms are balanced.
+
+    Args:
+        num_classes: arms, and classes (>= 2).
+        turns: how far each arm winds, in turns (> 0).
+        noise: standard deviation of the Gaussian noise added to the points (>= 0).
+        **kwargs: ``PlaneDataModule``'s options.
+    """
+
+    def __init__(self, num_classes: int = 3, turns: float = 0.75, noise: float = 0.05, **kwargs: Any) -> None:
+        _check(num_classes >= 2, "num_classes", num_classes, "an integer >= 2")
+        _check(turns > 0, "turns", turns, "a number > 0")
+        _check(noise >= 0, "noise", noise, "a number >= 0")
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+
+    def draw(self, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        hp = self.hparams
+        y = np.arange(n_samples) % hp.num_classes
+        radius = rng.uniform(0.05, 1.0, n_samples)
+        angle = 2 * np.pi * (y / hp.num_classes + hp.turns * radius)
+        x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+        return x + rng.normal(0, hp.noise, x.shape), y
 
 
 class BatchIndexSampler(Sampler[torch.Tensor]):

@@ -181,7 +181,7 @@ def write_scalars(
     descriptions = descriptions or {}
     summary = Summary(
         value=[
-            Summary.Value(tag=tag, simple_value=value, metadata=SummaryMetadata(summary_description=descriptions[tag]))
+            Summary.Value(tag=tag, simple_value=value, metadata=_described(descriptions[tag]))
             if tag in descriptions
             else Summary.Value(tag=tag, simple_value=value)
             for tag, value in metrics.items()
@@ -189,3 +189,10 @@ def write_scalars(
     )
     # _get_file_writer, not .file_writer: it reopens the file after Lightning closed it at the end of fit
     logger.experiment._get_file_writer().add_summary(summary, step)
+
+
+def _described(description: str) -> SummaryMetadata:
+    """A scalar's metadata with a description; the plugin's name tells TensorBoard's readers what the tag is."""
+    return SummaryMetadata(
+        summary_description=description, plugin_data=SummaryMetadata.PluginData(plugin_name="scalars")
+    )

@@ -32,20 +32,25 @@ class Member:
     """One network of a fit.
 
     Attributes:
-        activation: a registered name or the import path of an ``nn.Module`` class.
-        activation_args: the activation's keyword arguments.
+        activation: a registered name or the import path of an ``nn.Module`` class, or a list of them
+            (one per hidden layer).
+        activation_args: the activation's keyword arguments (a list of them with a list of activations).
         seed: the seed of its initialisation; ``None`` takes the fit's own (``seed_everything``).
     """
 
-    activation: str
-    activation_args: Mapping[str, Any] | None = None
+    activation: str | list[str]
+    activation_args: Mapping[str, Any] | list[Mapping[str, Any] | None] | None = None
     seed: int | None = None
 
     @property
     def name(self) -> str:
-        """The activation and its arguments as a directory name, e.g. ``leaky_relu-negative_slope=0.2``."""
-        args = ",".join(f"{key}={value}" for key, value in sorted((self.activation_args or {}).items()))
-        return run_name(self.activation) + (f"-{args}" if args else "")
+        """The activation and its arguments as a directory name, e.g. ``leaky_relu-negative_slope=0.2``;
+        per-layer activations joined by ``+``: ``relu+tanh``."""
+        args = self.activation_args
+        if isinstance(args, list | tuple):
+            args = {} if not any(args) else {f"{i}.{k}": v for i, a in enumerate(args) for k, v in (a or {}).items()}
+        text = ",".join(f"{key}={value}" for key, value in sorted((args or {}).items()))
+        return activation_name(self.activation) + (f"-{text}" if text else "")
 
     @property
     def label(self) -> str:
@@ -54,21 +59,28 @@ class Member:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, as the model's hyperparameters and checkpoints keep it."""
-        return asdict(self) | {"activation_args": dict(self.activation_args) if self.activation_args else None}
+        args = self.activation_args
+        if isinstance(args, list | tuple):
+            args = [dict(a) if a else None for a in args]
+        activation = list(self.activation) if isinstance(self.activation, list | tuple) else self.activation
+        return asdict(self) | {
+            "activation": activation,
+            "activation_args": dict(args) if isinstance(args, Mapping) and args else (args or None),
+        }
 
 
 def expand_members(
     activation: str,
     activation_args: Mapping[str, Any] | None,
-    activations: Sequence[str | Mapping[str, Any]] | None,
+    activations: Sequence[str | list[str] | Mapping[str, Any]] | None,
     seeds: Sequence[int] | None,
 ) -> list[Member] | None:
     """The members of ``--members.activations`` × ``--members.seeds``, or ``None`` when neither is given.
 
     Without ``activations`` every member has ``activation`` (``--model.activation``) and its
     ``activation_args``; without ``seeds`` every member takes the fit's own seed. An entry of
-    ``activations`` is a name or ``{name: ..., args: {...}, seeds: [...]}``, whose ``seeds`` replace
-    the common ones for that activation.
+    ``activations`` is a name, a list of names (one per hidden layer) or ``{name: ..., args: {...},
+    seeds: [...]}``, whose ``seeds`` replace the common ones for that activation.
 
     Raises:
         ValueError: an empty list, an entry of another shape, or the same member twice.
@@ -121,22 +133,41 @@ def member_run_dirs(members: Sequence[Member], template: str | None = None) -> l
     return dirs
 
 
-def fit_name(activation: str, activations: Sequence[str | Mapping[str, Any]] | None) -> str:
+def activation_name(activation: str | Sequence[str]) -> str:
+    """The run name of an activation, or of one per layer joined by ``+``.
+
+    >>> activation_name("torch.nn.Hardtanh"), activation_name(["relu", "tanh"])
+    ('hardtanh', 'relu+tanh')
+    """
+    return run_name(activation) if isinstance(activation, str) else "+".join(map(run_name, activation))
+
+
+def fit_name(activation: str | list[str], activations: Sequence[str | list[str] | Mapping[str, Any]] | None) -> str:
     """The directory name of a fit under ``save_dir``: its activation's, or ``members`` when they differ.
 
     >>> fit_name("relu", None), fit_name("relu", ["tanh"]), fit_name("relu", ["tanh", "relu"])
     ('relu', 'tanh', 'members')
     """
-    names = {run_name(_entry(entry)[0]) for entry in activations} if activations else {run_name(activation)}
+    names = (
+        {activation_name(_entry(entry)[0]) for entry in activations} if activations else {activation_name(activation)}
+    )
     return names.pop() if len(names) == 1 else "members"
 
 
-def _entry(entry: str | Mapping[str, Any]) -> tuple[str, Mapping[str, Any] | None, list[int] | None]:
-    if isinstance(entry, str):
-        return entry, None, None
-    if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or set(entry) - set(_ENTRY_KEYS):
+def _entry(entry: str | list[str] | Mapping[str, Any]) -> tuple[Any, Any, list[int] | None]:
+    if isinstance(entry, str) or _names(entry):
+        return list(entry) if _names(entry) else entry, None, None
+    if (
+        not isinstance(entry, Mapping)
+        or not (isinstance(entry.get("name"), str) or _names(entry.get("name")))
+        or set(entry) - set(_ENTRY_KEYS)
+    ):
         raise ConfigError(
             f"invalid members.activations entry {entry!r}; expected a name or"
             " {name: NAME, args: {...}, seeds: [...]}"
         )
     return entry["name"], entry.get("args") or None, list(entry["seeds"]) if entry.get("seeds") else None
+
+
+def _names(value: object) -> bool:
+    return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, str) for v in value)

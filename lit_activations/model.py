@@ -22,10 +22,11 @@ from lit_activations.stacked import MemberActivation, stack_networks
 
 
 class ActivationMLP(LightningModule):
-    """Linear → act → … → Linear(·, 1): a binary classifier with one activation in every hidden layer.
+    """Linear → act → … → Linear: a classifier whose hidden activations are the experiment's variable.
 
-    Each hidden layer gets its own activation instance, so learnable activations (PReLU) learn a
-    parameter per layer.
+    Every hidden layer gets the same activation, or each its own (``activation`` as a list, one
+    name per hidden layer). Each hidden layer gets its own activation instance, so learnable
+    activations (PReLU) learn a parameter per layer.
 
     With ``members`` the module trains K independent networks side by side (``lit_activations.members``):
     the same shapes, init scheme, output and optimizer, each with its own activation and seed. Its
@@ -36,15 +37,21 @@ class ActivationMLP(LightningModule):
     Args:
         activation: a name from ``lit_activations.activations.ACTIVATIONS`` (identity, sigmoid,
             tanh, lecun_tanh, relu, relu6, leaky_relu, prelu, elu, selu, gelu, silu, mish, softplus)
-            or the import path of any ``torch.nn.Module`` class, e.g. ``torch.nn.Hardtanh``.
-        activation_args: keyword arguments of the activation, e.g. ``{negative_slope: 0.1}``.
+            or the import path of any ``torch.nn.Module`` class, e.g. ``torch.nn.Hardtanh``; or a
+            list of them, one per hidden layer, e.g. ``[relu, tanh]``.
+        activation_args: keyword arguments of the activation, e.g. ``{negative_slope: 0.1}``; with a
+            list of activations, a list of them (or ``null``) one per layer, or one for every layer.
         hidden_sizes: width of each hidden layer; the tutorial's network is ``[5, 5, 5, 5]``.
         init: weight initialisation of every linear layer: ``default`` keeps PyTorch's,
             ``xavier`` (uniform), ``kaiming`` (normal, ReLU gain), ``lecun_normal`` (N(0, 1/fan_in));
             non-default inits zero the biases. ``auto`` picks the activation's recommended one.
-        output: ``logit`` trains the raw output with ``BCEWithLogitsLoss`` (numerically stable);
-            ``sigmoid`` puts it through a sigmoid and trains with ``BCELoss``, as the tutorial does.
+        output: for two classes, ``logit`` trains one raw output with ``BCEWithLogitsLoss``
+            (numerically stable) and ``sigmoid`` puts it through a sigmoid and trains with ``BCELoss``,
+            as the tutorial does; for any number of classes, ``softmax`` trains one logit per class
+            with ``CrossEntropyLoss`` (which applies log-softmax itself: no ``nn.Softmax`` layer goes
+            before it), and the softmax gives the probabilities.
         in_features: input size; the CLI links it to the data module's ``num_features``.
+        num_classes: classes of the data; the CLI links it to the data module's ``num_classes``.
         optimizer: builds the optimizer from the parameters (default Adam, lr 1e-3).
         scheduler: optionally builds a learning-rate scheduler from the optimizer; ``ReduceLROnPlateau``
             watches ``val/loss``.
@@ -54,12 +61,13 @@ class ActivationMLP(LightningModule):
 
     def __init__(
         self,
-        activation: str = "relu",
-        activation_args: dict[str, Any] | None = None,
+        activation: str | list[str] = "relu",
+        activation_args: dict[str, Any] | list[dict[str, Any] | None] | None = None,
         hidden_sizes: Sequence[int] = (5, 5, 5, 5),
         init: Literal["auto", "default", "xavier", "kaiming", "lecun_normal"] = "default",
-        output: Literal["logit", "sigmoid"] = "logit",
+        output: Literal["logit", "sigmoid", "softmax"] = "logit",
         in_features: int = 2,
+        num_classes: int = 2,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         members: Sequence[Mapping[str, Any]] | None = None,
@@ -68,17 +76,23 @@ class ActivationMLP(LightningModule):
         hidden_sizes = list(hidden_sizes)
         if not hidden_sizes or any(not isinstance(n, int) or n < 1 for n in hidden_sizes):
             raise ConfigError(f"invalid model.hidden_sizes {hidden_sizes!r}; expected a list of integers >= 1: [5, 5]")
-        if output not in ("logit", "sigmoid"):
-            raise ConfigError(f"invalid model.output {output!r}; expected one of: logit, sigmoid")
+        if output not in ("logit", "sigmoid", "softmax"):
+            raise ConfigError(f"invalid model.output {output!r}; expected one of: logit, sigmoid, softmax")
+        if num_classes < 2 or (num_classes > 2 and output != "softmax"):
+            raise ConfigError(
+                f"invalid model.output {output!r} for data of {num_classes} classes; expected softmax"
+                " (logit and sigmoid are one output for two classes)"
+            )
         if init != "auto" and init not in _WEIGHT_INITS:
             raise ConfigError(f"invalid model.init {init!r}; expected one of: auto, {', '.join(_WEIGHT_INITS)}")
         self.members = [Member(**m) for m in members] if members else [Member(activation, activation_args)]
         for member in self.members:
-            get_activation(member.activation)  # fails early, with the list of names, on an unknown one
+            _layer_activations(member, len(hidden_sizes))  # fails early: an unknown name, a list of another length
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer, self.scheduler = optimizer, scheduler
 
-        networks = _member_networks(self.members, in_features, hidden_sizes, init)
+        out_features = num_classes if output == "softmax" else 1
+        networks = _member_networks(self.members, in_features, hidden_sizes, out_features, init)
         self.net = stack_networks(networks, groups=[(m.activation, m.activation_args) for m in self.members])
 
         # Epoch means per member. The training loss of each step is kept and the metric updated once per
@@ -95,16 +109,30 @@ class ActivationMLP(LightningModule):
         return len(self.members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's output per point, shape (K, B): a logit, or a probability with ``output=sigmoid``."""
-        out = self.net(x).squeeze(-1)
+        """Each member's output per point: (K, B), a logit or with ``output=sigmoid`` a probability of
+        class 1; with ``output=softmax``, (K, B, classes) logits."""
+        out = self.net(x)
+        if self.hparams.output == "softmax":
+            return out
+        out = out.squeeze(-1)
         return torch.sigmoid(out) if self.hparams.output == "sigmoid" else out
 
     def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
-        """Turn ``forward``'s output into P(inner circle)."""
+        """Turn ``forward``'s output into probabilities: of class 1 (K, B), or of each class (K, B, classes)."""
+        if self.hparams.output == "softmax":
+            return out.softmax(-1)
         return out if self.hparams.output == "sigmoid" else torch.sigmoid(out)
+
+    def predicted_classes(self, out: torch.Tensor) -> torch.Tensor:
+        """The class each member predicts for each point, (K, B)."""
+        return out.argmax(-1) if self.hparams.output == "softmax" else (self.to_probabilities(out) > 0.5).long()
 
     def member_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each member's mean loss over the batch, shape (K,)."""
+        if self.hparams.output == "softmax":
+            k, b, classes = out.shape
+            losses = F.cross_entropy(out.reshape(k * b, classes), y.long().repeat(k), reduction="none")
+            return losses.view(k, b).mean(-1)
         y = y.expand_as(out)
         if self.hparams.output == "sigmoid":
             return F.binary_cross_entropy(out, y, reduction="none").mean(-1)
@@ -138,7 +166,7 @@ class ActivationMLP(LightningModule):
         self._log_epoch_metrics("test", self.test_loss, self.test_acc)
 
     def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """P(inner circle) per point: (B,) for one network, (K, B) for K members."""
+        """The probabilities per point, of class 1 or of each class: (B[, classes]), with (K, ...) for K members."""
         probabilities = self.to_probabilities(self(batch[0]))
         return probabilities[0] if self.num_members == 1 else probabilities
 
@@ -179,7 +207,7 @@ class ActivationMLP(LightningModule):
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], loss: MemberMean, accuracy: MemberMean) -> None:
         x, y = batch
         out = self(x)
-        correct = ((self.to_probabilities(out) > 0.5) == y.bool()).double().mean(-1)
+        correct = (self.predicted_classes(out) == y.long()).double().mean(-1)
         loss.update(self.member_losses(out, y), weight=len(x))
         accuracy.update(correct, weight=len(x))
 
@@ -211,7 +239,7 @@ class ActivationMLP(LightningModule):
 
 
 def _member_networks(
-    members: Sequence[Member], in_features: int, hidden_sizes: list[int], init: str
+    members: Sequence[Member], in_features: int, hidden_sizes: list[int], out_features: int, init: str
 ) -> list[nn.Sequential]:
     """Each member's network, drawn exactly as a single fit with its seed draws it.
 
@@ -226,18 +254,44 @@ def _member_networks(
             torch.set_rng_state(start)
         else:
             torch.manual_seed(member.seed)
-        networks.append(_network(member, in_features, hidden_sizes, init))
+        networks.append(_network(member, in_features, hidden_sizes, out_features, init))
     return networks
 
 
-def _network(member: Member, in_features: int, hidden_sizes: list[int], init: str) -> nn.Sequential:
+def _network(member: Member, in_features: int, hidden_sizes: list[int], out_features: int, init: str) -> nn.Sequential:
+    """Linear → act → … → Linear; with ``init=auto`` each linear layer gets the init of the activation after it."""
     layers: list[nn.Module] = []
-    for n_in, n_out in pairwise([in_features, *hidden_sizes]):
-        layers += [nn.Linear(n_in, n_out), create_activation(member.activation, **(member.activation_args or {}))]
-    layers.append(nn.Linear(hidden_sizes[-1], 1))
+    inits: list[str] = []
+    for (n_in, n_out), (name, args) in zip(
+        pairwise([in_features, *hidden_sizes]), _layer_activations(member, len(hidden_sizes)), strict=True
+    ):
+        layers += [nn.Linear(n_in, n_out), create_activation(name, **(args or {}))]
+        inits.append(get_activation(name).init if init == "auto" else init)
+    layers.append(nn.Linear(hidden_sizes[-1], out_features))
+    inits.append(inits[-1])
     network = nn.Sequential(*layers)
-    _initialize(network, get_activation(member.activation).init if init == "auto" else init)
+    for linear, layer_init in zip((m for m in network if isinstance(m, nn.Linear)), inits, strict=True):
+        _initialize(linear, layer_init)
     return network
+
+
+def _layer_activations(member: Member, depth: int) -> list[tuple[str, dict[str, Any] | None]]:
+    """(name, arguments) of each hidden layer's activation.
+
+    Raises:
+        ConfigError: an unknown name, or a list of names or arguments that is not one per hidden layer.
+    """
+    names = member.activation if isinstance(member.activation, list | tuple) else [member.activation] * depth
+    args = member.activation_args
+    args = list(args) if isinstance(args, list | tuple) else [args] * depth
+    for option, values in (("activation", names), ("activation_args", args)):
+        if len(values) != depth:
+            raise ConfigError(
+                f"invalid model.{option} {values!r}; expected one entry per hidden layer ({depth}), or a single one"
+            )
+    for name in names:
+        get_activation(name)  # an unknown name: the list of names
+    return list(zip(names, args, strict=True))
 
 
 # Weight initialisers by name; every non-default one also zeroes the biases.

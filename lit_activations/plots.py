@@ -12,20 +12,22 @@ from torch import nn
 from lit_activations.statistics import local_slopes
 
 
-def activation_figure(activation: nn.Module, name: str, span: float = 5.0) -> Figure:
-    """f(x) and f'(x) (by autograd) on [-span, span]."""
+def activation_figure(activations: Mapping[str, nn.Module], title: str, span: float = 5.0) -> Figure:
+    """f(x) and f'(x) (by autograd) on [-span, span] of each activation (label -> module), e.g. one per layer."""
     x = torch.linspace(-span, span, 501).unsqueeze(1)
-    with torch.no_grad():
-        y = activation(x)
-    slope = local_slopes(activation, x)
-    x, y, slope = (t[:, 0].numpy() for t in (x, y, slope))  # matplotlib walks tensors element by element
     figure = Figure(figsize=(4, 3), dpi=80)
     axes = figure.subplots()
-    axes.plot(x, y, label="f(x)")
-    axes.plot(x, slope, label="f'(x)", linestyle="--")
+    for label, activation in activations.items():
+        with torch.no_grad():
+            y = activation(x)
+        slope = local_slopes(activation, x)
+        xs, y, slope = (t[:, 0].numpy() for t in (x, y, slope))  # matplotlib walks tensors element by element
+        prefix = f"{label}: " if len(activations) > 1 else ""
+        line = axes.plot(xs, y, label=f"{prefix}f(x)")[0]
+        axes.plot(xs, slope, label=f"{prefix}f'(x)", linestyle="--", color=line.get_color())
     axes.axhline(0, color="grey", linewidth=0.5)
-    axes.set(title=name, xlabel="x")
-    axes.legend()
+    axes.set(title=title, xlabel="x")
+    axes.legend(fontsize="small")
     figure.tight_layout()
     return figure
 
@@ -52,17 +54,51 @@ def decision_boundary_image(
     edge[:-1] |= inside[:-1] != inside[1:]
     edge[:, :-1] |= inside[:, :-1] != inside[:, 1:]
     image[edge] = 0  # the decision boundary, in black
-    height, width = inside.shape
-    fraction = (points - low) / (high - low)
-    cols = np.clip(np.round(fraction[:, 0] * (width - 2)).astype(int), 0, width - 2)
-    rows = np.clip(np.round((1 - fraction[:, 1]) * (height - 2)).astype(int), 0, height - 2)
-    colours = np.where(labels[:, None] > 0.5, _POINT_COLOURS[1], _POINT_COLOURS[0])
-    for dr in (0, 1):  # 2x2-pixel dots
-        for dc in (0, 1):
-            image[rows + dr, cols + dc] = colours
+    _dots(image, points, np.where(labels[:, None] > 0.5, _POINT_COLOURS[1], _POINT_COLOURS[0]), low, high)
     return image
 
 
+def decision_regions_image(
+    probabilities: np.ndarray, points: np.ndarray, labels: np.ndarray, low: np.ndarray, high: np.ndarray, scale: int = 2
+) -> np.ndarray:
+    """The class each point of the plane is given, paler where the model is less sure, with the borders between
+    classes in black and the points on top, as an RGB array: ``decision_boundary_image`` for K classes.
+
+    Args:
+        probabilities: (side², classes) over the grid, rows as in ``decision_boundary_image``.
+        points, labels, low, high, scale: as for ``decision_boundary_image``.
+    """
+    side, classes = round(len(probabilities) ** 0.5), probabilities.shape[1]
+    grid = np.flipud(probabilities.reshape(side, side, classes)).repeat(scale, 0).repeat(scale, 1)
+    predicted, sure = grid.argmax(-1), grid.max(-1)
+    strength = np.clip((sure - 1 / classes) / (1 - 1 / classes), 0, 1)[..., None] * 0.6  # white where unsure
+    palette = _CLASS_COLOURS[np.arange(classes) % len(_CLASS_COLOURS)].astype(float)
+    image = (255 + (palette[predicted] - 255) * strength).astype(np.uint8)
+    edge = np.zeros_like(predicted, dtype=bool)
+    edge[:-1] |= predicted[:-1] != predicted[1:]
+    edge[:, :-1] |= predicted[:, :-1] != predicted[:, 1:]
+    image[edge] = 0
+    _dots(image, points, (palette[labels.astype(int) % len(palette)] * 0.6).astype(np.uint8), low, high)
+    return image
+
+
+def _dots(image: np.ndarray, points: np.ndarray, colours: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    """2x2-pixel dots at ``points`` (in the grid's coordinates, corners ``low`` and ``high``)."""
+    height, width = image.shape[:2]
+    fraction = (points - low) / (high - low)
+    cols = np.clip(np.round(fraction[:, 0] * (width - 2)).astype(int), 0, width - 2)
+    rows = np.clip(np.round((1 - fraction[:, 1]) * (height - 2)).astype(int), 0, height - 2)
+    for dr in (0, 1):
+        for dc in (0, 1):
+            image[rows + dr, cols + dc] = colours
+
+
+# matplotlib's tab10, the classes' colours
+_CLASS_COLOURS = np.array(
+    [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]],
+    dtype=np.uint8,
+)  # fmt: skip
 # Ten colours from blue (P = 0) through white to red (P = 1), the bands of matplotlib's RdBu_r, and the points' colours.
 _RDBU = np.array(
     [[33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240], [247, 247, 247],

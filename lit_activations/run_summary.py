@@ -16,7 +16,8 @@ from typing_extensions import override
 from lit_activations.activations import create_activation
 from lit_activations.errors import ConfigError
 from lit_activations.logger import member_loggers
-from lit_activations.plots import activation_figure, decision_boundary_image
+from lit_activations.members import Member, activation_name
+from lit_activations.plots import activation_figure, decision_boundary_image, decision_regions_image
 
 FINAL_METRICS = ("val/acc", "val/loss", "train/loss")
 
@@ -58,8 +59,7 @@ class RunSummary(Callback):
         curves: dict[str, np.ndarray] = {}  # one figure per activation, however many members share it
         for member, loggers in zip(pl_module.members, member_loggers(trainer, len(pl_module.members)), strict=True):
             if member.name not in curves:
-                module = create_activation(member.activation, **(member.activation_args or {}))
-                curves[member.name] = _pixels(activation_figure(module, member.name))
+                curves[member.name] = _pixels(activation_figure(_distinct_activations(member), member.name))
             for experiment in _tensorboards(loggers):
                 experiment.add_image("activation/curve", curves[member.name], global_step=0, dataformats="HWC")
 
@@ -81,15 +81,18 @@ class RunSummary(Callback):
         with torch.no_grad():
             probabilities = pl_module.to_probabilities(pl_module(data.model_inputs(grid).to(pl_module.device)))
         members = len(getattr(pl_module, "members", [None]))
-        if probabilities.shape != (members, len(grid)):
+        classes = getattr(data, "num_classes", 2)
+        if probabilities.shape not in ((members, len(grid)), (members, len(grid), classes)):
             self._note(trainer, f"no decision boundary: an output of shape {tuple(probabilities.shape)} for"
-                                f" {len(grid)} grid points is not one probability per member and point")  # fmt: skip
+                                f" {len(grid)} grid points is not one probability, or one per class, per member"
+                                " and point")  # fmt: skip
             return
-        probabilities = probabilities.cpu().numpy()  # (K, grid points)
+        probabilities = probabilities.cpu().numpy()  # (K, grid points[, classes])
         points, labels = (t.numpy() for t in data.train_points)
         low, high = grid.min(0).values.numpy(), grid.max(0).values.numpy()
+        draw = decision_boundary_image if probabilities.ndim == 2 else decision_regions_image
         for p_member, loggers in zip(probabilities, member_loggers(trainer, len(probabilities)), strict=True):
-            image = decision_boundary_image(p_member, points, labels, low, high)
+            image = draw(p_member, points, labels, low, high)
             for experiment in _tensorboards(loggers):
                 experiment.add_image("decision_boundary", image, global_step=trainer.global_step, dataformats="HWC")
 
@@ -127,6 +130,17 @@ class RunSummary(Callback):
             for run in getattr(logger, "member_runs", [logger]):
                 if isinstance(run, TensorBoardLogger):
                     run.experiment.add_text("notes/run_summary", text, global_step=trainer.global_step)
+
+
+def _distinct_activations(member: Member) -> dict[str, torch.nn.Module]:
+    """A module of each different activation of a member (one, or one per layer when they differ)."""
+    names = member.activation if isinstance(member.activation, list | tuple) else [member.activation]
+    args = member.activation_args
+    args = args if isinstance(args, list | tuple) else [args] * len(names)
+    return {
+        activation_name(name) + (f" {dict(a)}" if a else ""): create_activation(name, **(a or {}))
+        for name, a in zip(names, args, strict=True)
+    }
 
 
 def _pixels(figure) -> np.ndarray:

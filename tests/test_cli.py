@@ -51,6 +51,24 @@ def test_fit_command_writes_a_run_with_config_and_validation_accuracy(tmp_path):
     assert val_acc[-1][1] == pytest.approx(accuracy_on("val", checkpoint, data), abs=1e-6)
 
 
+def test_a_softmax_head_on_three_spirals_through_the_cli(tmp_path):
+    cli = fit("--data=SpiralsDataModule", "--model.output=softmax", "--model.hidden_sizes=[16, 16]",
+              "--model.optimizer.lr=0.02", "--trainer.max_epochs=6", "--data.grid_size=10")  # fmt: skip
+    assert cli.model.hparams.num_classes == 3  # linked from the data
+    run = cli.trainer.logger.log_dir
+    x, y = cli.datamodule._splits["val"].tensors
+    model = cli.model.cpu()
+    with torch.no_grad():
+        accuracy = (model(x)[0].argmax(-1) == y.long()).float().mean().item()
+    assert read_scalars(run)["val/acc"][-1][1] == pytest.approx(accuracy, abs=1e-6) and accuracy > 0.5  # chance: 1/3
+    (checkpoint,) = Path(run, "checkpoints").glob("epoch=*.ckpt")
+    predicted = cli_main(["predict", *QUIET, f"--ckpt_path={checkpoint}", "--data=SpiralsDataModule",
+                          "--data.grid_size=10", f"--trainer.logger.init_args.save_dir={tmp_path}"])  # fmt: skip
+    probabilities = predicted.trainer.predict_loop.predictions[0]
+    assert probabilities.shape == (100, 3)
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(100))
+
+
 def test_same_command_twice_makes_a_new_version(tmp_path):
     for _ in range(2):
         fit("--model.activation=relu6", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")

@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.datasets import make_circles
 
-from lit_activations.data import BatchIndexSampler, CirclesDataModule
+from lit_activations.data import BatchIndexSampler, CirclesDataModule, MoonsDataModule, SpiralsDataModule
 
 
 def prepared(**kwargs) -> CirclesDataModule:
@@ -139,3 +139,15 @@ def test_a_last_batch_smaller_than_the_ranks_is_dropped_everywhere():
 def test_batch_size_must_divide_across_processes():
     with pytest.raises(ValueError, match=r"invalid data.batch_size 33; expected a multiple of the number of processes"):
         CirclesDataModule(batch_size=33).check_world_size(2)
+
+
+def test_spirals_are_balanced_arms_and_moons_are_two_classes():
+    spirals = SpiralsDataModule(num_classes=4, n_samples=400, val_fraction=0.25)
+    spirals.setup("fit")
+    assert spirals.num_classes == 4
+    assert torch.bincount(tensors(spirals, "train")[1].long()).tolist() == [75, 75, 75, 75]  # stratified, balanced
+    moons = MoonsDataModule(n_samples=100)
+    moons.setup("fit")
+    assert moons.num_classes == 2 and set(tensors(moons, "train")[1].tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match=r"invalid data.num_classes 1; expected an integer >= 2"):
+        SpiralsDataModule(num_classes=1)

@@ -139,6 +139,32 @@ def test_sigmoid_output_gives_probabilities_and_bce():
     torch.testing.assert_close(logit_model.member_losses(logits, y), nn.BCEWithLogitsLoss()(logits[0], y).reshape(1))
 
 
+def test_softmax_head_trains_logits_with_cross_entropy_and_gives_probabilities():
+    torch.manual_seed(0)
+    model = ActivationMLP(output="softmax", num_classes=3, members=members(("relu", None, 0), ("tanh", None, 1)))
+    x, y = torch.randn(8, 2), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]).float()
+    logits = model(x)
+    assert logits.shape == (2, 8, 3) and not any(isinstance(m, nn.Softmax) for m in model.modules())
+    for k in range(2):  # each member's loss is CrossEntropyLoss of its own logits: no softmax before it
+        assert model.member_losses(logits, y)[k].item() == pytest.approx(
+            nn.CrossEntropyLoss()(logits[k], y.long()).item()
+        )
+    probabilities = model.to_probabilities(logits)
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(2, 8))
+    torch.testing.assert_close(model.predicted_classes(logits), logits.argmax(-1))
+
+
+def test_one_activation_per_hidden_layer():
+    torch.manual_seed(0)
+    model = ActivationMLP(activation=["relu", "tanh", "leaky_relu"], hidden_sizes=[4, 4, 4], init="auto",
+                          activation_args=[None, None, {"negative_slope": 0.3}])  # fmt: skip
+    kinds = [type(m.blocks[0]) for m in model.net if isinstance(m, MemberActivation)]
+    assert kinds == [nn.ReLU, nn.Tanh, nn.LeakyReLU] and model.net[5].blocks[0].negative_slope == 0.3
+    first, second = (m.weight[0] for m in linears(model)[:2])
+    assert first.std().item() > second.std().item()  # Kaiming for the ReLU layer, Xavier for tanh's (fan-in 2 vs 4)
+    assert Member(["relu", "tanh"], seed=0).label == "relu+tanh/seed_0"
+
+
 def test_optimizer_and_scheduler_are_injected():
     model = ActivationMLP(
         optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
@@ -158,7 +184,13 @@ def test_optimizer_and_scheduler_are_injected():
         ({"hidden_sizes": []}, r"invalid model.hidden_sizes \[\]; expected a list of integers >= 1: \[5, 5\]"),
         ({"hidden_sizes": [5, 0]}, r"invalid model.hidden_sizes \[5, 0\]"),
         ({"init": "orthogonal"}, r"invalid model.init 'orthogonal'; expected one of: auto, default, xavier"),
-        ({"output": "softmax"}, r"invalid model.output 'softmax'; expected one of: logit, sigmoid"),
+        ({"output": "tanh"}, r"invalid model.output 'tanh'; expected one of: logit, sigmoid, softmax"),
+        ({"num_classes": 3}, r"invalid model.output 'logit' for data of 3 classes; expected softmax"),
+        (
+            {"activation": ["relu", "tanh"]},
+            r"invalid model.activation \['relu', 'tanh'\]; expected one entry per hidden",
+        ),
+        ({"activation": ["relu", "relu7", "relu", "relu"]}, r"unknown activation 'relu7'"),
     ],
 )
 def test_bad_arguments_are_value_errors(kwargs, message):
