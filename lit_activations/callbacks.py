@@ -54,6 +54,10 @@ class ActivationMonitor(Callback):
     - ``dead_units/<module>``: share of units whose slope is that small for every sample;
     - ``activation_mean/<module>``, ``activation_std/<module>``: of the output f(z).
 
+    At the end of each training epoch, the parameters of every watched activation that has any
+    (PReLU's slopes, a user's learnable β): ``activation_param/<module>.<param>`` as a scalar (one
+    per element, ``…/<i>``, up to 16 elements) or a histogram beyond that.
+
     sup|f'| is measured by autograd on [-20, 20] once per module, so a user's own activation works
     unchanged. Under DDP the counts are summed across ranks before the fractions are formed, and
     only rank 0 writes. Every ``histogram_every_n_epochs`` (0: never), TensorBoard histograms of
@@ -222,6 +226,7 @@ class ActivationMonitor(Callback):
             rows.append({f"grad_mean_abs_epoch/{name}": value for name, value in mean_abs.items()})
             rows[-1] |= self._vanishing(mean_abs, "epoch")
         self._log(trainer, rows)
+        self._log_activation_parameters(trainer)
 
     @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -329,6 +334,27 @@ class ActivationMonitor(Callback):
     def _histogram_epoch(self, trainer: Trainer) -> bool:
         every = self.histogram_every_n_epochs
         return every > 0 and trainer.current_epoch % every == 0
+
+    def _log_activation_parameters(self, trainer: Trainer) -> None:
+        """Each member's learnable activation parameters: scalars when small, histograms otherwise."""
+        k_members = self._state.num_members
+        rows: list[dict[str, float]] = [{} for _ in range(k_members)]
+        large: dict[str, list[torch.Tensor]] = {}  # tag -> each member's values, for histograms
+        for name, module in self._state.activations.items():
+            for k, row in enumerate(rows):
+                for pname, p in _owner(module, k).named_parameters():  # member k's own (its block's, if stacked)
+                    tag, values = f"activation_param/{name}.{pname}", p.detach().flatten()
+                    if values.numel() > 16:
+                        large.setdefault(tag, []).append(values)
+                    elif values.numel() == 1:
+                        row[tag] = values.item()
+                    else:
+                        row |= {f"{tag}/{i}": v for i, v in enumerate(values.tolist())}
+        for tag, values in large.items():
+            if len(values) == k_members:  # members with different activations: no histogram of a mix
+                self._histogram(trainer, tag, torch.stack(values))
+        if any(rows):
+            self._log(trainer, rows)
 
     def _describe(self, name: str, threshold: float) -> dict[str, str]:
         """What saturation and dead units of module ``name`` mean, with the threshold that makes 0.00 explain itself."""
@@ -442,6 +468,11 @@ class _RunState:
     described: set[str] = field(default_factory=set)  # modules whose tags carry their description already
     tallies: dict[str, _Tally] = field(default_factory=dict)
     hooks: list[RemovableHandle] = field(default_factory=list)
+
+
+def _owner(module: nn.Module, member: int) -> nn.Module:
+    """The module whose parameters are ``member``'s: its block of a ``MemberActivation``, or the module itself."""
+    return module.blocks[module.block_of(member)] if isinstance(module, MemberActivation) else module
 
 
 def _grad(p: nn.Parameter) -> torch.Tensor:

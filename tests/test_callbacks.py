@@ -133,6 +133,7 @@ def test_a_users_element_wise_modules_are_found_without_flags_and_dropout_or_nor
     assert len(scalars["saturation/body.1"]) == 2  # from the first probe pass on, every epoch
     z = X.double().numpy() @ body[0].weight.detach().double().numpy().T + body[0].bias.detach().double().numpy()
     assert last(scalars, "activation_mean/body.1") == pytest.approx(np.mean(z**3), rel=1e-5)
+    assert [v for _, v in scalars["activation_param/body.3.beta"]] == [1.5, 1.5]  # a learnable parameter, each epoch
 
 
 def test_saturation_tags_carry_their_threshold_as_a_description(tmp_path):

@@ -153,6 +153,21 @@ def test_an_element_wise_clip_and_a_time_schedule_are_accepted_for_members():
     assert cli.model.num_members == 2 and cli.trainer.global_step == 2
 
 
+def test_each_members_learnable_activation_parameters_are_logged_in_its_own_run():
+    cli = fit("--data.n_samples=200", "--members.activations=[prelu, relu]", "--members.seeds=[0, 1]",
+              "--model.optimizer.lr=0.05", "--trainer.max_epochs=2")  # fmt: skip
+    model, runs = cli.model, cli.trainer.logger.member_dirs
+    for k in (0, 1):  # the two PReLU members: each its own slope per layer, as trained
+        scalars = read_scalars(runs[k])
+        for layer in (1, 3, 5, 7):
+            block = model.net[layer].blocks[model.net[layer].block_of(k)]
+            assert scalars[f"activation_param/net.{layer}.weight"][-1][1] == pytest.approx(block.weight.item())
+    assert (
+        read_scalars(runs[0])["activation_param/net.1.weight"] != read_scalars(runs[1])["activation_param/net.1.weight"]
+    )
+    assert not any(tag.startswith("activation_param/") for tag in read_scalars(runs[2]))  # relu: nothing to learn
+
+
 def test_the_grid_expands_activation_major_with_each_entrys_own_seeds():
     members = expand_members("relu", None, ["tanh", {"name": "elu", "args": {"alpha": 2.0}, "seeds": [7]}], [0, 1])
     assert members == [Member("tanh", None, 0), Member("tanh", None, 1), Member("elu", {"alpha": 2.0}, 7)]
