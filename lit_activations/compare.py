@@ -36,8 +36,9 @@ import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import pairwise, product
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -48,19 +49,25 @@ _PRELOAD = ["lit_activations.compare", "lit_activations.cli", "lit_activations.e
             "sklearn.model_selection"]  # fmt: skip
 
 FINISHED = "finished"  # marker file in a run directory whose fit exited cleanly
-COLUMNS = ("activation", "runs", "failed", "val_acc_mean", "val_acc_std", "epochs_to_90", "seeds_reaching_90",
-           "vanishing_ratio", "saturation", "dead_units", "error")  # fmt: skip
+COLUMNS = ("setting", "activation", "runs", "failed", "val_acc_mean", "val_acc_std", "epochs_to_90",
+           "seeds_reaching_90", "vanishing_ratio", "saturation", "dead_units", "error")  # fmt: skip
 
 
 @dataclass
 class Run:
-    """One cell of the study: an (activation, seed) and the run directory it logs into."""
+    """One cell of the study: an (activation, seed) in one setting of the grid, and the run directory it logs into."""
 
-    activation: str
+    activation: str | list[str]
     seed: int
     directory: Path
+    setting: dict[str, Any] = field(default_factory=dict)  # option -> value, from --grid
     error: str = ""  # the failed fit's last line of output; empty if it finished
     scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # read back once it finished
+
+    @property
+    def group(self) -> str:
+        """What the table's row and the figure's panel of this cell are called: setting and activation."""
+        return " ".join(filter(None, [setting_name(self.setting), "+".join(_listed(self.activation))]))
 
 
 def compare_main(argv: list[str]) -> int:
@@ -69,12 +76,20 @@ def compare_main(argv: list[str]) -> int:
         description="Fit every activation with every seed, then write a table and a figure of the study.",
         epilog="Any other argument is passed to each fit, e.g. --config configs/tutorial.yaml --trainer.max_epochs=50.",
     )
-    parser.add_argument("--activations", required=True, type=_names, help="comma-separated, e.g. sigmoid,tanh,relu")
+    parser.add_argument(
+        "--activations", required=True, type=_names,
+        help="comma-separated, e.g. sigmoid,tanh,relu; one per hidden layer joined by +: relu+tanh",
+    )  # fmt: skip
     parser.add_argument("--seeds", default=[0], type=_seeds, help="comma-separated integers (default: 0)")
     parser.add_argument("--jobs", default=os.cpu_count() or 1, type=_positive, help="fits at a time (default: cores)")
     parser.add_argument(
         "--vectorize", default=True, type=_boolean,
         help="train the cells as members of one fit per job (default: true); false: one fit per cell",
+    )  # fmt: skip
+    parser.add_argument(
+        "--grid", action="append", default=[], type=_grid, metavar="OPTION=[V1, ...] | FILE.yaml",
+        help="also vary a fit option, e.g. 'model.optimizer.lr=[0.001, 0.01]' or 'data=[CirclesDataModule,"
+        " MoonsDataModule]'; repeat it for a product, or give a YAML file mapping options to lists",
     )  # fmt: skip
     parser.add_argument("--study_dir", default=Path("logs/study"), type=Path, help="default: logs/study")
     parser.add_argument(
@@ -85,11 +100,17 @@ def compare_main(argv: list[str]) -> int:
     if any(arg.startswith("--members") for arg in fit_args):
         parser.error("--members.* is compare's own choice: give the cells with --activations and --seeds")
     context = _process_context()  # the server starts importing Lightning (5 s) while this process goes on
-    from lit_activations.activations import run_name  # imports torch
+    from lit_activations.members import activation_name  # imports torch
 
-    runs = [Run(a, s, args.study_dir / run_name(a) / f"seed_{s}") for a in args.activations for s in args.seeds]
+    settings = [dict(point) for point in product(*[[(k, v) for v in values] for k, values in _merged(args.grid)])]
+    runs = [
+        Run(a, s, args.study_dir.joinpath(setting_name(point), activation_name(a), f"seed_{s}"), point)
+        for point in settings
+        for a in args.activations
+        for s in args.seeds
+    ]
     finished_before = [] if args.fresh else [run for run in runs if (run.directory / FINISHED).exists()]
-    if error := _stale(finished_before, fit_args, args.study_dir, context):
+    if error := _stale(finished_before, fit_args, args.study_dir, context, settings):
         print(error, file=sys.stderr, flush=True)
         return 2
     if args.fresh:
@@ -106,7 +127,11 @@ def compare_main(argv: list[str]) -> int:
             progress.report([run], "not run")
         else:
             pending.append(run)
-    _run_fits(_split(pending, args.jobs if args.vectorize else len(pending)), args, fit_args, context, progress)
+    fits = []
+    for point in settings:  # cells of one setting share a fit; cells of different settings never do
+        cells = [run for run in pending if run.setting == point]
+        fits += _split(cells, max(1, args.jobs // len(settings)) if args.vectorize else len(cells))
+    _run_fits(fits, args, fit_args, context, progress)
     print(f"{len(runs)} runs in {time.monotonic() - started:.1f} s", flush=True)
     finished = [run for run in runs if not run.error]
     with context.Pool(min(args.jobs, max(1, len(finished)))) as pool:  # 0.3 s a run: on every core
@@ -114,14 +139,15 @@ def compare_main(argv: list[str]) -> int:
             run.scalars = scalars  # once: the table and the figure both use them
 
     args.study_dir.mkdir(parents=True, exist_ok=True)  # even if no fit got as far as its run directory
-    rows = [_summarise(activation, [r for r in runs if r.activation == activation]) for activation in args.activations]
+    groups = list(dict.fromkeys(run.group for run in runs))
+    rows = [_summarise(group, [r for r in runs if r.group == group]) for group in groups]
     table = _markdown(rows)
     (args.study_dir / "results.md").write_text(table)
     with open(args.study_dir / "results.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    curves = {a: c for a in args.activations if (c := _curves([r for r in runs if r.activation == a and not r.error]))}
+    curves = {g: c for g in groups if (c := _curves([r for r in runs if r.group == g and not r.error]))}
     if curves:
         layers = sorted(
             {tag for c in curves.values() for tag in c if tag.startswith("grad_mean_abs_epoch/")}, key=_natural
@@ -148,7 +174,7 @@ class _Progress:
         for run in runs:
             self.done += 1
             outcome = f"failed: {run.error}, {status}" if run.error else status
-            print(f"[{self.done}/{self.total}] {run.activation} seed {run.seed}: {outcome}{together}", flush=True)
+            print(f"[{self.done}/{self.total}] {run.group} seed {run.seed}: {outcome}{together}", flush=True)
 
 
 def _run_fits(
@@ -180,12 +206,13 @@ def _run_fits(
                     progress.report(cells, f"ok, {seconds:.1f} s" if not cells[0].error else f"{seconds:.1f} s")
 
 
-def _activation_error(activation: str) -> str:
+def _activation_error(activation: str | list[str]) -> str:
     """The fit's own one-line error for an activation that does not exist, or ``""``."""
     from lit_activations.activations import get_activation
 
     try:
-        get_activation(activation)
+        for name in _listed(activation):
+            get_activation(name)
     except ValueError as err:
         return f"error: {err}"
     return ""
@@ -213,10 +240,13 @@ def _fit(
             entries[-1]["seeds"].append(run.seed)
         else:
             entries.append({"name": run.activation, "seeds": [run.seed]})
-    run_dir = str(study_dir.resolve()).replace("{", "{{").replace("}", "}}") + "/{activation}/seed_{seed}"
-    members = [f"--members.activations={json.dumps(entries)}", f"--members.run_dir={run_dir}"]
+    cells_dir = str(study_dir.resolve().joinpath(setting_name(runs[0].setting))).replace("{", "{{").replace("}", "}}")
+    members = [
+        f"--members.activations={json.dumps(entries)}",
+        f"--members.run_dir={cells_dir}/{{activation}}/seed_{{seed}}",
+    ]
     started = time.monotonic()
-    exitcode, lines = _run_cli([*_fit_arguments(fit_args, study_dir), *members], threads, context)
+    exitcode, lines = _run_cli([*_fit_arguments(fit_args, study_dir, runs[0].setting), *members], threads, context)
     for run in runs:
         if exitcode == 0:
             (run.directory / FINISHED).touch()
@@ -225,9 +255,10 @@ def _fit(
     return time.monotonic() - started
 
 
-def _fit_arguments(fit_args: list[str], study_dir: Path) -> list[str]:
-    """``fit`` with the user's arguments and the study's own, for every fit of the study."""
-    return ["fit", *fit_args, f"--trainer.logger.init_args.save_dir={study_dir / 'fits'}",
+def _fit_arguments(fit_args: list[str], study_dir: Path, setting: dict[str, Any]) -> list[str]:
+    """``fit`` with the user's arguments, the setting's options and the study's own, for a fit of the study."""
+    options = [f"--{option}={json.dumps(value)}" for option, value in setting.items()]
+    return ["fit", *fit_args, *options, f"--trainer.logger.init_args.save_dir={study_dir / 'fits'}",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # fmt: skip
 
 
@@ -243,39 +274,49 @@ def _run_cli(
         return process.exitcode, output.read_text(errors="replace").strip().splitlines() if output.exists() else []
 
 
-def _stale(runs: list[Run], fit_args: list[str], study_dir: Path, context: multiprocessing.context.BaseContext) -> str:
+def _stale(
+    runs: list[Run],
+    fit_args: list[str],
+    study_dir: Path,
+    context: multiprocessing.context.BaseContext,
+    settings: list[dict[str, Any]],
+) -> str:
     """Check the study's arguments, and that each finished run was trained with what they now ask for.
 
     Returns a one-line error, or ``""``: the fit's own error for arguments it refuses, or the first finished
     run whose ``config.yaml`` differs from the configuration its cell would now get (a changed setting must
     not come back as an old table).
     """
-    exitcode, lines = _run_cli([*_fit_arguments(fit_args, study_dir), "--print_config"], 1, context)
-    if exitcode != 0:
-        return lines[-1] if lines else f"the fit's arguments failed with exit status {exitcode}"
     from lit_activations.resume import flatten, option
 
-    asked = yaml.safe_load("\n".join(lines))
     ignored = ("ckpt_path", "trainer.logger.init_args.version", "trainer.logger.init_args.purge_step")
-    for run in runs:
-        saved_file = run.directory / "config.yaml"
-        if not saved_file.is_file():
-            return f"error: {run.directory} has no config.yaml to tell what it was trained with; use --fresh"
-        expected = asked | {"seed_everything": run.seed, "members": dict.fromkeys(("activations", "seeds", "run_dir"))}
-        model = asked["model"] | {"init_args": asked["model"]["init_args"] | {"activation": run.activation}}
-        expected["model"] = model | {"init_args": model["init_args"] | {"activation_args": None}}
-        saved, wanted = flatten(yaml.safe_load(saved_file.read_text())), flatten(expected)
-        changed = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k) and k not in ignored]
-        if changed:
-            key, more = (
-                changed[0],
-                f" (and {len(changed) - 1} more: {', '.join(map(option, changed[1:]))})" if changed[1:] else "",
-            )
-            was, now = saved.get(key), wanted.get(key)
-            return (
-                f"error: {run.directory} was trained with {option(key)}={was!r}, not {now!r}{more};"
-                " give another --study_dir, or --fresh to train the study's runs again"
-            )
+    for setting in settings:
+        exitcode, lines = _run_cli([*_fit_arguments(fit_args, study_dir, setting), "--print_config"], 1, context)
+        if exitcode != 0:
+            return lines[-1] if lines else f"the fit's arguments failed with exit status {exitcode}"
+        asked = yaml.safe_load("\n".join(lines))
+        for run in (run for run in runs if run.setting == setting):
+            saved_file = run.directory / "config.yaml"
+            if not saved_file.is_file():
+                return f"error: {run.directory} has no config.yaml to tell what it was trained with; use --fresh"
+            expected = asked | {
+                "seed_everything": run.seed,
+                "members": dict.fromkeys(("activations", "seeds", "run_dir")),
+            }
+            model = asked["model"]["init_args"] | {"activation": run.activation, "activation_args": None}
+            expected["model"] = asked["model"] | {"init_args": model}
+            saved, wanted = flatten(yaml.safe_load(saved_file.read_text())), flatten(expected)
+            changed = [
+                k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k) and k not in ignored
+            ]
+            if changed:
+                key = changed[0]
+                more = f" (and {len(changed) - 1} more: {', '.join(map(option, changed[1:]))})" if changed[1:] else ""
+                was, now = saved.get(key), wanted.get(key)
+                return (
+                    f"error: {run.directory} was trained with {option(key)}={was!r}, not {now!r}{more};"
+                    " give another --study_dir, or --fresh to train the study's runs again"
+                )
     return ""
 
 
@@ -311,9 +352,13 @@ def _process_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _summarise(activation: str, runs: list[Run]) -> dict[str, object]:
+def _summarise(group: str, runs: list[Run]) -> dict[str, object]:
     finished = [r for r in runs if not r.error]
-    row: dict[str, object] = {"activation": activation, "runs": len(runs), "failed": len(runs) - len(finished)}
+    row: dict[str, object] = {
+        "setting": setting_name(runs[0].setting),
+        "activation": "+".join(_listed(runs[0].activation)),
+    }
+    row |= {"runs": len(runs), "failed": len(runs) - len(finished)}
     row["error"] = next((r.error for r in runs if r.error), "")
     if not finished:
         return row
@@ -352,12 +397,15 @@ def _curves(runs: list[Run]) -> dict[str, np.ndarray]:
 
 
 def _markdown(rows: list[dict[str, object]]) -> str:
-    columns = ["activation", "final val acc (mean ± std)", "epochs to 90%", "log10 vanishing ratio", "saturation",
-               "dead units", "runs"]  # fmt: skip
+    """The table; a ``setting`` column first when the study has a grid."""
+    gridded = any(row["setting"] for row in rows)
+    columns = [*(["setting"] if gridded else []), "activation", "final val acc (mean ± std)", "epochs to 90%",
+               "log10 vanishing ratio", "saturation", "dead units", "runs"]  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for row in rows:
+        first = (f"{row['setting']} | " if gridded else "") + f"{row['activation']}"
         if "val_acc_mean" not in row:
-            lines.append(f"| {row['activation']} | failed: {row['error']} | | | | | 0/{row['runs']} |")
+            lines.append(f"| {first} | failed: {row['error']} | | | | | 0/{row['runs']} |")
             continue
         reaching, total = row["seeds_reaching_90"], row["runs"] - row["failed"]
         if reaching:
@@ -366,7 +414,7 @@ def _markdown(rows: list[dict[str, object]]) -> str:
             epochs = "never"
         ran = f"{row['runs'] - row['failed']}/{row['runs']}" + (f" ({row['error']})" if row["failed"] else "")
         lines.append(
-            f"| {row['activation']} | {row['val_acc_mean']:.3f} ± {row['val_acc_std']:.3f} | {epochs} |"
+            f"| {first} | {row['val_acc_mean']:.3f} ± {row['val_acc_std']:.3f} | {epochs} |"
             f" {row['vanishing_ratio']:.2f} | {row['saturation']:.2f} | {row['dead_units']:.2f} | {ran} |"
         )
     return "\n".join(lines) + "\n"
@@ -376,11 +424,56 @@ def _natural(tag: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", tag)]
 
 
-def _names(text: str) -> list[str]:
+def setting_name(setting: dict[str, Any]) -> str:
+    """A setting of the grid as a directory name: each option's last part and its value.
+
+    >>> setting_name({"model.optimizer.lr": 0.01, "model.hidden_sizes": [5, 5], "data": "pkg.MoonsDataModule"})
+    'lr=0.01-hidden_sizes=[5,5]-data=MoonsDataModule'
+    """
+
+    def compact(value: Any) -> str:
+        text = json.dumps(value, separators=(",", ":")).strip('"')
+        return text.rpartition(".")[2] if isinstance(value, str) else text
+
+    return "-".join(f"{option.rpartition('.')[2]}={compact(value)}" for option, value in setting.items())
+
+
+def _listed(activation: str | list[str]) -> list[str]:
+    return [activation] if isinstance(activation, str) else list(activation)
+
+
+def _names(text: str) -> list[str | list[str]]:
+    """Comma-separated activations; ``relu+tanh`` is one per hidden layer."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise argparse.ArgumentTypeError("expected comma-separated activation names, e.g. sigmoid,tanh,relu")
-    return list(dict.fromkeys(names))
+    return [name.split("+") if "+" in name else name for name in dict.fromkeys(names)]
+
+
+def _grid(text: str) -> list[tuple[str, list[Any]]]:
+    """``OPTION=[V1, V2, ...]`` (YAML values), or a YAML file mapping options to lists of values."""
+    option, equals, values = text.partition("=")
+    if not equals and Path(text).suffix in (".yaml", ".yml"):
+        try:
+            content = yaml.safe_load(Path(text).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise argparse.ArgumentTypeError(f"cannot read the grid file {text}: {err}") from None
+        if not isinstance(content, dict):
+            raise argparse.ArgumentTypeError(f"expected {text} to map options to lists of values")
+        return [pair for key, value in content.items() for pair in _grid(f"{key}={json.dumps(value)}")]
+    try:
+        parsed = yaml.safe_load(values) if equals else None
+    except yaml.YAMLError:
+        parsed = None
+    if not option.strip() or option.startswith("-") or not isinstance(parsed, list) or not parsed:
+        raise argparse.ArgumentTypeError(
+            f"expected OPTION=[VALUE, ...], e.g. model.optimizer.lr=[0.001, 0.01]; got {text!r}"
+        )
+    return [(option.strip(), parsed)]
+
+
+def _merged(grids: list[list[tuple[str, list[Any]]]]) -> list[tuple[str, list[Any]]]:
+    return [pair for grid in grids for pair in grid]
 
 
 def _seeds(text: str) -> list[int]:
