@@ -1,5 +1,6 @@
 """The study command, through the real command line."""
 
+import argparse
 import csv
 import statistics
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import pytest
 from matplotlib.image import imread
 
+from lit_activations.compare import _grid, _names
 from lit_activations.events import read_scalars
 
 from runs import fit
@@ -58,15 +60,14 @@ def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_
     image = imread(study / "comparison.png")
     assert image.shape[0] > 300 and image.shape[1] > 600  # a real PNG, two rows of plots
 
-    # one process per cell: the same table
+    # one process per cell: the same run
     other = tmp_path / "per_cell"
-    per_cell = subprocess.run([*COMMAND, "--vectorize=false", f"--study_dir={other}"], capture_output=True, text=True,
-                              cwd=tmp_path, timeout=600)  # fmt: skip
-    assert per_cell.returncode == 0 and "runs in one fit" not in per_cell.stdout, per_cell.stderr
-    assert (other / "results.md").read_text() == (study / "results.md").read_text()
-    for cell in ("tanh/seed_0", "tanh/seed_1", "relu/seed_0", "relu/seed_1"):
-        ours, theirs = ([v for _, v in read_scalars(s / cell)["val/acc"]] for s in (study, other))
-        assert ours == pytest.approx(theirs, abs=1e-6)
+    per_cell = [*COMMAND[:5], "tanh", "--seeds", "1", *COMMAND[8:], "--vectorize=false", f"--study_dir={other}"]
+    result = subprocess.run(per_cell, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0 and "runs in one fit" not in result.stdout, result.stderr
+    assert read_scalars(other / "tanh" / "seed_1").keys() == member.keys()
+    for tag, values in read_scalars(other / "tanh" / "seed_1").items():
+        assert [v for _, v in member[tag]] == pytest.approx([v for _, v in values], rel=1e-5, abs=1e-9), tag
 
     finished = study / "tanh" / "seed_0" / "finished"
     before = finished.stat().st_mtime_ns
@@ -85,3 +86,15 @@ def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_
     fresh = [*COMMAND[:5], "tanh", "--seeds", "0", *COMMAND[8:-1], "--trainer.max_epochs=4", "--fresh"]
     assert subprocess.run(fresh, capture_output=True, cwd=tmp_path).returncode == 0
     assert len(read_scalars(study / "tanh" / "seed_0")["val/acc"]) == 4
+
+
+def test_grid_options_come_from_the_command_line_or_a_yaml_file(tmp_path):
+    assert _grid("model.optimizer.lr=[0.001, 0.01]") == [("model.optimizer.lr", [0.001, 0.01])]
+    assert _grid("data=[CirclesDataModule, MoonsDataModule]") == [("data", ["CirclesDataModule", "MoonsDataModule"])]
+    (tmp_path / "grid.yaml").write_text("model.init: [default, kaiming]\nmodel.hidden_sizes: [[5], [5, 5]]\n")
+    assert _grid(str(tmp_path / "grid.yaml")) == [("model.init", ["default", "kaiming"]),
+                                                  ("model.hidden_sizes", [[5], [5, 5]])]  # fmt: skip
+    assert _names("relu+tanh,sigmoid,relu+tanh") == [["relu", "tanh"], "sigmoid"]
+    for bad in ("model.optimizer.lr=0.1", "model.optimizer.lr=[]", "=[1]", "nothing.yaml"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"expected OPTION=|cannot read the grid file"):
+            _grid(bad)

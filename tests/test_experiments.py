@@ -4,7 +4,10 @@ Each test runs its experiment's configuration with fewer points and epochs (the 
 where the experiment's command runs a study) and checks the direction the claim states.
 """
 
+import csv
 import statistics
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -78,17 +81,28 @@ def test_selu_keeps_unit_variance_through_sixteen_layers_and_relu_and_tanh_do_no
         assert (0.8 <= std <= 1.2) == name.startswith("selu"), (name, std)
 
 
-def test_sigmoids_first_layers_get_less_gradient_the_deeper_the_network_and_relus_do_not():
+@pytest.mark.slow
+def test_sigmoids_first_layers_get_less_gradient_the_deeper_the_network_and_relus_do_not(tmp_path):
+    """Through the study's command at the top of the YAML, with its --grid over the depth, at a reduced size."""
+    config = str(EXPERIMENTS / "depth_vanishing.yaml")
+    grid = "model.hidden_sizes=[[16, 16], [16, 16, 16, 16, 16, 16, 16, 16]]"
+    command = [sys.executable, "-m", "lit_activations", "compare", "--config", config, "--activations", "sigmoid,relu",
+               "--seeds", "0,1", "--grid", grid, *SMALL, "--trainer.max_epochs=5"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    study = tmp_path / "logs" / "study"
+    assert "| setting | activation |" in (study / "results.md").read_text()
+    rows = {(row["setting"], row["activation"]): row for row in csv.DictReader((study / "results.csv").open())}
     ratio = {}
     for depth in (2, 8):
-        runs = member_scalars("--config", str(EXPERIMENTS / "depth_vanishing.yaml"), "--trainer.max_epochs=5",
-                              f"--model.hidden_sizes={[16] * depth}", "--members.activations=[sigmoid, relu]",
-                              "--members.seeds=[0, 1]")  # fmt: skip
+        setting = "hidden_sizes=[" + ",".join(["16"] * depth) + "]"  # the run directories are named after it
         for activation in ("sigmoid", "relu"):
-            ratios = [final(s, "vanishing_ratio/epoch") for n, s in runs.items() if n.startswith(f"{activation}/")]
-            ratio[activation, depth] = statistics.fmean(ratios)
-    assert ratio["sigmoid", 8] <= ratio["sigmoid", 2] - 1, ratio  # at least a decade less at depth 8
-    assert abs(ratio["relu", 8] - ratio["relu", 2]) < 1, ratio
+            ratio[depth, activation] = float(rows[setting, activation]["vanishing_ratio"])
+            seeds = [read_scalars(study / setting / activation / f"seed_{s}") for s in (0, 1)]
+            expected = statistics.fmean(final(scalars, "vanishing_ratio/epoch") for scalars in seeds)
+            assert ratio[depth, activation] == pytest.approx(expected)
+    assert ratio[8, "sigmoid"] <= ratio[2, "sigmoid"] - 1, ratio  # at least a decade less at depth 8
+    assert abs(ratio[8, "relu"] - ratio[2, "relu"]) < 1, ratio
 
 
 def test_elu_keeps_mean_activations_nearer_zero_than_relu():
