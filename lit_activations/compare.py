@@ -6,8 +6,10 @@ A study's cells are its (activation, seed) pairs; each cell is an ordinary run i
 Lightning step does the work of many runs. ``--vectorize=false`` runs one fit per cell instead.
 Either way each fit is an ordinary ``fit`` through the same command line, in a process of its
 own, forked from a server that has imported Lightning once (multiprocessing's "forkserver"), so
-it starts in a fraction of a second instead of the 5 s of a new interpreter. The fits' own
-directories (``config.yaml``, the checkpoints that resume them) are under ``<study_dir>/fits``.
+it starts in a fraction of a second instead of the 5 s of a new interpreter; with ``--launcher ray``
+each fit is a Ray task instead (``lit_activations.ray_launcher``), and nothing else changes. The
+fits' own directories (``config.yaml``, the checkpoints that resume them) are under
+``<study_dir>/fits``.
 
 The seed is ``--seed_everything`` of the cell's single fit (initialisation); the data stay those of
 ``--data.seed``. Every other argument goes to each fit unchanged, e.g. ``--config
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -38,10 +41,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import pairwise, product
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import yaml
+
+from lit_activations.errors import ConfigError
 
 # Loaded once by the server the fits are forked from: what a fit imports, this module (the processes' target) and
 # the event reader. This module imports torch, TensorBoard and matplotlib only once the server is starting.
@@ -81,7 +86,9 @@ def compare_main(argv: list[str]) -> int:
         help="comma-separated, e.g. sigmoid,tanh,relu; one per hidden layer joined by +: relu+tanh",
     )  # fmt: skip
     parser.add_argument("--seeds", default=[0], type=_seeds, help="comma-separated integers (default: 0)")
-    parser.add_argument("--jobs", default=os.cpu_count() or 1, type=_positive, help="fits at a time (default: cores)")
+    parser.add_argument(
+        "--jobs", type=_positive, help="fits at a time (default: the cores, or with --launcher ray the cluster's CPUs)"
+    )
     parser.add_argument(
         "--vectorize", default=True, type=_boolean,
         help="train the cells as members of one fit per job (default: true); false: one fit per cell",
@@ -93,12 +100,25 @@ def compare_main(argv: list[str]) -> int:
     )  # fmt: skip
     parser.add_argument("--study_dir", default=Path("logs/study"), type=Path, help="default: logs/study")
     parser.add_argument(
+        "--launcher", default="local", choices=["local", "ray"],
+        help="where the fits run: processes on this machine (default), or Ray tasks (pip install -e '.[ray]')",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ray_address", metavar="ADDRESS",
+        help="with --launcher ray: the cluster to join (auto: the one `ray start` began here); default: a local Ray",
+    )  # fmt: skip
+    parser.add_argument(
         "--fresh", action="store_true",
         help="train the requested runs again, replacing what the study directory holds for them",
     )  # fmt: skip
     args, fit_args = parser.parse_known_args(argv)
     if any(arg.startswith("--members") for arg in fit_args):
         parser.error("--members.* is compare's own choice: give the cells with --activations and --seeds")
+    if args.ray_address and args.launcher != "ray":
+        parser.error("--ray_address is for --launcher ray")
+    if args.launcher == "ray" and importlib.util.find_spec("ray") is None:
+        print("error: --launcher ray needs Ray, an optional extra: pip install -e '.[ray]'", file=sys.stderr)
+        return 2
     context = _process_context()  # the server starts importing Lightning (5 s) while this process goes on
     from lit_activations.members import activation_name  # imports torch
 
@@ -110,8 +130,9 @@ def compare_main(argv: list[str]) -> int:
         for s in args.seeds
     ]
     finished_before = [] if args.fresh else [run for run in runs if (run.directory / FINISHED).exists()]
-    if error := _stale(finished_before, fit_args, args.study_dir, context, settings):
-        print(error, file=sys.stderr, flush=True)
+    requested = _requested(fit_args, args.study_dir, context, settings)
+    if isinstance(requested, str) or (error := _stale(finished_before, requested)):
+        print(requested if isinstance(requested, str) else error, file=sys.stderr, flush=True)
         return 2
     if args.fresh:
         for run in runs:
@@ -127,14 +148,27 @@ def compare_main(argv: list[str]) -> int:
             progress.report([run], "not run")
         else:
             pending.append(run)
+    launcher: Launcher = LocalLauncher(context)
+    if args.launcher == "ray" and pending:  # Ray starts (10 s) only when there is a fit to run
+        from lit_activations.ray_launcher import RayLauncher
+
+        try:
+            launcher = RayLauncher(args.ray_address, args.study_dir, requested)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 2
+    args.jobs = args.jobs or launcher.default_jobs
     fits = []
     for point in settings:  # cells of one setting share a fit; cells of different settings never do
         cells = [run for run in pending if run.setting == point]
         fits += _split(cells, max(1, args.jobs // len(settings)) if args.vectorize else len(cells))
-    _run_fits(fits, args, fit_args, context, progress)
+    try:
+        _run_fits(fits, args, fit_args, launcher, progress)
+    finally:
+        launcher.close()
     print(f"{len(runs)} runs in {time.monotonic() - started:.1f} s", flush=True)
     finished = [run for run in runs if not run.error]
-    with context.Pool(min(args.jobs, max(1, len(finished)))) as pool:  # 0.3 s a run: on every core
+    with context.Pool(min(os.cpu_count() or 1, max(1, len(finished)))) as pool:  # 0.3 s a run: on every core
         for run, scalars in zip(finished, pool.map(read_scalars, [r.directory for r in finished]), strict=True):
             run.scalars = scalars  # once: the table and the figure both use them
 
@@ -178,19 +212,15 @@ class _Progress:
 
 
 def _run_fits(
-    fits: list[list[Run]],
-    args: argparse.Namespace,
-    fit_args: list[str],
-    context: multiprocessing.context.BaseContext,
-    progress: _Progress,
+    fits: list[list[Run]], args: argparse.Namespace, fit_args: list[str], launcher: Launcher, progress: _Progress
 ) -> None:
     """Run ``fits`` (lists of cells), ``args.jobs`` at a time; a failed fit of several cells is retried cell by cell."""
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)  # no oversubscription of the cores
+    threads = max(1, launcher.cpus // args.jobs)  # no oversubscription of the cores
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         running: dict[Future, list[Run]] = {}
 
         def submit(cells: list[Run]) -> None:
-            running[pool.submit(_fit, cells, fit_args, args.study_dir, threads, context)] = cells
+            running[pool.submit(_fit, cells, fit_args, args.study_dir, threads, launcher)] = cells
 
         for cells in fits:
             submit(cells)
@@ -225,10 +255,8 @@ def _split(runs: list[Run], parts: int) -> list[list[Run]]:
     return [runs[a:b] for a, b in pairwise(np.cumsum([0, *sizes]))]
 
 
-def _fit(
-    runs: list[Run], fit_args: list[str], study_dir: Path, threads: int, context: multiprocessing.context.BaseContext
-) -> float:
-    """Train ``runs`` as the members of one fit, in its own process; return its wall time.
+def _fit(runs: list[Run], fit_args: list[str], study_dir: Path, threads: int, launcher: Launcher) -> float:
+    """Train ``runs`` as the members of one fit, in a process of its own from ``launcher``; return its wall time.
 
     A failed fit leaves its last line of output as each run's ``error``.
     """
@@ -246,10 +274,13 @@ def _fit(
         f"--members.run_dir={cells_dir}/{{activation}}/seed_{{seed}}",
     ]
     started = time.monotonic()
-    exitcode, lines = _run_cli([*_fit_arguments(fit_args, study_dir, runs[0].setting), *members], threads, context)
+    arguments = [*_fit_arguments(fit_args, study_dir, runs[0].setting), *members]
+    exitcode, lines = launcher.run(arguments, threads, runs[0].setting)
     for run in runs:
         if exitcode == 0:
             (run.directory / FINISHED).touch()
+        elif exitcode is not None and exitcode < 0:  # killed: its last line says nothing about why
+            run.error = f"error: the fit's process was killed (signal {-exitcode})"
         else:
             run.error = lines[-1] if lines else f"exit status {exitcode}"
     return time.monotonic() - started
@@ -257,66 +288,90 @@ def _fit(
 
 def _fit_arguments(fit_args: list[str], study_dir: Path, setting: dict[str, Any]) -> list[str]:
     """``fit`` with the user's arguments, the setting's options and the study's own, for a fit of the study."""
-    options = [f"--{option}={json.dumps(value)}" for option, value in setting.items()]
+    # a string as typed (JSON's quotes would be part of it); anything else as JSON, which the parser reads as YAML
+    options = [f"--{o}={v if isinstance(v, str) else json.dumps(v)}" for o, v in setting.items()]
     return ["fit", *fit_args, *options, f"--trainer.logger.init_args.save_dir={study_dir / 'fits'}",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # fmt: skip
 
 
-def _run_cli(
-    arguments: list[str], threads: int, context: multiprocessing.context.BaseContext
-) -> tuple[int | None, list[str]]:
-    """``python -m lit_activations ARGUMENTS`` in a process forked from the server: its exit status and output lines."""
-    with tempfile.TemporaryDirectory() as scratch:
-        output = Path(scratch) / "output.txt"
-        process = context.Process(target=_fit_process, args=(arguments, threads, output))
-        process.start()
-        process.join()
-        return process.exitcode, output.read_text(errors="replace").strip().splitlines() if output.exists() else []
+class Launcher(Protocol):
+    """Where a study's fits run. The study (its cells, run directories, skipping and table) is the same for all."""
+
+    cpus: int  # the cores the fits share
+    default_jobs: int  # fits at a time unless --jobs says
+
+    def run(self, arguments: list[str], threads: int, setting: dict[str, Any]) -> tuple[int | None, list[str]]:
+        """``python -m lit_activations ARGUMENTS`` with ``threads`` threads: its exit status and output lines."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what the fits ran on."""
 
 
-def _stale(
-    runs: list[Run],
-    fit_args: list[str],
-    study_dir: Path,
-    context: multiprocessing.context.BaseContext,
-    settings: list[dict[str, Any]],
-) -> str:
-    """Check the study's arguments, and that each finished run was trained with what they now ask for.
+class LocalLauncher:
+    """Each fit in a process of this machine, forked from the server that has imported Lightning."""
 
-    Returns a one-line error, or ``""``: the fit's own error for arguments it refuses, or the first finished
-    run whose ``config.yaml`` differs from the configuration its cell would now get (a changed setting must
-    not come back as an old table).
-    """
+    def __init__(self, context: multiprocessing.context.BaseContext) -> None:
+        self.context = context
+        self.cpus = self.default_jobs = os.cpu_count() or 1
+
+    def run(
+        self, arguments: list[str], threads: int, setting: dict[str, Any] | None = None
+    ) -> tuple[int | None, list[str]]:
+        with tempfile.TemporaryDirectory() as scratch:
+            output = Path(scratch) / "output.txt"
+            process = self.context.Process(target=fit_process, args=(arguments, threads, output))
+            process.start()
+            process.join()
+            lines = output.read_text(errors="replace").strip().splitlines() if output.exists() else []
+            return process.exitcode, lines
+
+    def close(self) -> None:
+        pass  # the fork server ends with this process
+
+
+def _requested(
+    fit_args: list[str], study_dir: Path, context: multiprocessing.context.BaseContext, settings: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]] | str:
+    """The configuration each setting's fits get (the fit's ``--print_config``), by setting name; or the fit's own
+    one-line error for arguments it refuses."""
+    configs = {}
+    for setting in settings:
+        arguments = [*_fit_arguments(fit_args, study_dir, setting), "--print_config"]
+        exitcode, lines = LocalLauncher(context).run(arguments, 1)
+        if exitcode != 0:
+            return lines[-1] if lines else f"the fit's arguments failed with exit status {exitcode}"
+        configs[setting_name(setting)] = yaml.safe_load("\n".join(lines))
+    return configs
+
+
+def _stale(runs: list[Run], requested: dict[str, dict[str, Any]]) -> str:
+    """The first finished run whose ``config.yaml`` differs from the configuration its cell would now get, as a
+    one-line error; or ``""`` (a changed setting must not come back as an old table)."""
     from lit_activations.resume import flatten, option
 
     ignored = ("ckpt_path", "trainer.logger.init_args.version", "trainer.logger.init_args.purge_step")
-    for setting in settings:
-        exitcode, lines = _run_cli([*_fit_arguments(fit_args, study_dir, setting), "--print_config"], 1, context)
-        if exitcode != 0:
-            return lines[-1] if lines else f"the fit's arguments failed with exit status {exitcode}"
-        asked = yaml.safe_load("\n".join(lines))
-        for run in (run for run in runs if run.setting == setting):
-            saved_file = run.directory / "config.yaml"
-            if not saved_file.is_file():
-                return f"error: {run.directory} has no config.yaml to tell what it was trained with; use --fresh"
-            expected = asked | {
-                "seed_everything": run.seed,
-                "members": dict.fromkeys(("activations", "seeds", "run_dir")),
-            }
-            model = asked["model"]["init_args"] | {"activation": run.activation, "activation_args": None}
-            expected["model"] = asked["model"] | {"init_args": model}
-            saved, wanted = flatten(yaml.safe_load(saved_file.read_text())), flatten(expected)
-            changed = [
-                k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k) and k not in ignored
-            ]
-            if changed:
-                key = changed[0]
-                more = f" (and {len(changed) - 1} more: {', '.join(map(option, changed[1:]))})" if changed[1:] else ""
-                was, now = saved.get(key), wanted.get(key)
-                return (
-                    f"error: {run.directory} was trained with {option(key)}={was!r}, not {now!r}{more};"
-                    " give another --study_dir, or --fresh to train the study's runs again"
-                )
+    for run in runs:
+        asked = requested[setting_name(run.setting)]
+        saved_file = run.directory / "config.yaml"
+        if not saved_file.is_file():
+            return f"error: {run.directory} has no config.yaml to tell what it was trained with; use --fresh"
+        expected = asked | {
+            "seed_everything": run.seed,
+            "members": dict.fromkeys(("activations", "seeds", "run_dir")),
+        }
+        model = asked["model"]["init_args"] | {"activation": run.activation, "activation_args": None}
+        expected["model"] = asked["model"] | {"init_args": model}
+        saved, wanted = flatten(yaml.safe_load(saved_file.read_text())), flatten(expected)
+        changed = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k) and k not in ignored]
+        if changed:
+            key = changed[0]
+            more = f" (and {len(changed) - 1} more: {', '.join(map(option, changed[1:]))})" if changed[1:] else ""
+            was, now = saved.get(key), wanted.get(key)
+            return (
+                f"error: {run.directory} was trained with {option(key)}={was!r}, not {now!r}{more};"
+                " give another --study_dir, or --fresh to train the study's runs again"
+            )
     return ""
 
 
@@ -327,8 +382,11 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return read(run_dir)
 
 
-def _fit_process(arguments: list[str], threads: int, output: Path) -> None:
-    """The body of a fit's process: ``python -m lit_activations ARGUMENTS``, its output into ``output``."""
+def fit_process(arguments: list[str], threads: int, output: Path) -> None:
+    """The body of a fit's process: ``python -m lit_activations ARGUMENTS``, its output into ``output``.
+
+    Also the body of a Ray task (``lit_activations.ray_launcher``), which runs in a worker process of its own.
+    """
     from lit_activations.cli import cli_main  # here, not at the top: the study's own process needs no Lightning
 
     file = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)

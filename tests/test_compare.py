@@ -9,7 +9,7 @@ import sys
 import pytest
 from matplotlib.image import imread
 
-from lit_activations.compare import _grid, _names
+from lit_activations.compare import _fit_arguments, _grid, _names, compare_main
 from lit_activations.events import read_scalars
 
 from runs import fit
@@ -23,7 +23,7 @@ def table_rows(study) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_runs(tmp_path):
+def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_runs(tmp_path, capsys):
     result = subprocess.run(COMMAND, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "[6/6]" in result.stdout and "| activation | final val acc" in result.stdout
@@ -62,29 +62,31 @@ def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_
 
     # one process per cell: the same run
     other = tmp_path / "per_cell"
-    per_cell = [*COMMAND[:5], "tanh", "--seeds", "1", *COMMAND[8:], "--vectorize=false", f"--study_dir={other}"]
-    result = subprocess.run(per_cell, capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert result.returncode == 0 and "runs in one fit" not in result.stdout, result.stderr
+    # (the study's command in this process from here on: `python -m` costs 5 s of imports each time)
+    per_cell = ["--activations", "tanh", "--seeds", "1", *COMMAND[8:], "--vectorize=false", f"--study_dir={other}"]
+    assert compare_main(per_cell) == 0 and "runs in one fit" not in capsys.readouterr().out
     assert read_scalars(other / "tanh" / "seed_1").keys() == member.keys()
     for tag, values in read_scalars(other / "tanh" / "seed_1").items():
         assert [v for _, v in member[tag]] == pytest.approx([v for _, v in values], rel=1e-5, abs=1e-9), tag
 
     finished = study / "tanh" / "seed_0" / "finished"
     before = finished.stat().st_mtime_ns
-    again = subprocess.run(COMMAND, capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert again.stdout.count("skipped (finished before)") == 4 and "relu7 seed 0: failed" in again.stdout
+    assert compare_main(COMMAND[4:]) == 0
+    again = capsys.readouterr().out
+    assert again.count("skipped (finished before)") == 4 and "relu7 seed 0: failed" in again
     assert finished.stat().st_mtime_ns == before
 
     # a changed setting never comes back as the old table: one line naming it, nothing touched
     files = {p: p.read_bytes() for p in study.rglob("*") if p.is_file()}
-    changed = subprocess.run([*COMMAND[:-1], "--trainer.max_epochs=4"], capture_output=True, text=True, cwd=tmp_path)
-    assert changed.returncode == 2 and changed.stderr.strip().splitlines()[-1].endswith(
+    assert compare_main([*COMMAND[4:-1], "--trainer.max_epochs=4"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(
         "was trained with trainer.max_epochs=3, not 4; give another --study_dir, or --fresh to train the study's"
         " runs again"
     )
     assert {p: p.read_bytes() for p in study.rglob("*") if p.is_file()} == files
-    fresh = [*COMMAND[:5], "tanh", "--seeds", "0", *COMMAND[8:-1], "--trainer.max_epochs=4", "--fresh"]
-    assert subprocess.run(fresh, capture_output=True, cwd=tmp_path).returncode == 0
+    fresh = ["--activations", "tanh", "--seeds", "0", *COMMAND[8:-1], "--trainer.max_epochs=4", "--fresh"]
+    assert compare_main(fresh) == 0
     assert len(read_scalars(study / "tanh" / "seed_0")["val/acc"]) == 4
 
 
@@ -95,6 +97,9 @@ def test_grid_options_come_from_the_command_line_or_a_yaml_file(tmp_path):
     assert _grid(str(tmp_path / "grid.yaml")) == [("model.init", ["default", "kaiming"]),
                                                   ("model.hidden_sizes", [[5], [5, 5]])]  # fmt: skip
     assert _names("relu+tanh,sigmoid,relu+tanh") == [["relu", "tanh"], "sigmoid"]
+    # a fit gets a string as typed (`--model.init="default"` is no init), anything else as JSON
+    assert _fit_arguments([], tmp_path, {"model.init": "default", "model.hidden_sizes": [5, 5]})[1:3] == [
+        "--model.init=default", "--model.hidden_sizes=[5, 5]"]  # fmt: skip
     for bad in ("model.optimizer.lr=0.1", "model.optimizer.lr=[]", "=[1]", "nothing.yaml"):
         with pytest.raises(argparse.ArgumentTypeError, match=r"expected OPTION=|cannot read the grid file"):
             _grid(bad)

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+from lit_activations.compare import compare_main
 from lit_activations.events import read_scalars
 
 from runs import QUIET, REPO, fit
@@ -47,13 +48,10 @@ def test_two_processes_train_log_and_measure_like_one_for_every_member(tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_compare_launches_a_ddp_fit_from_its_forked_process(tmp_path):
+def test_compare_launches_a_ddp_fit_from_its_forked_process(tmp_path, capsys):
     args = ["--data.n_samples=200", "--trainer.max_epochs=2"]
-    result = subprocess.run(
-        [sys.executable, "-m", "lit_activations", "compare", "--activations", "tanh", *args, "--config", DDP_CPU],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0 and "[1/1] tanh seed 0: ok" in result.stdout, result.stdout + result.stderr
+    assert compare_main(["--activations", "tanh", *args, "--config", DDP_CPU]) == 0
+    assert "[1/1] tanh seed 0: ok" in capsys.readouterr().out
     ddp = read_scalars(tmp_path / "logs" / "study" / "tanh" / "seed_0")
     one = read_scalars(fit("--model.activation=tanh", *args).trainer.logger.log_dir)
     assert ddp["val/loss"][-1][1] == pytest.approx(one["val/loss"][-1][1], abs=1e-5)  # both ranks took part

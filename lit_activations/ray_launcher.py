@@ -1,0 +1,172 @@
+"""``compare --launcher ray``: the study's fits as Ray tasks, on a Ray cluster or a local Ray instance.
+
+Only where a fit runs changes: ``lit_activations.compare`` still decides the cells, the fits, their
+run directories, what is skipped as finished and the table. Each fit is the same ``python -m
+lit_activations fit ...`` as with the local launcher, run by ``compare.fit_process`` in a Ray worker
+of its own (``max_calls=1``: a fresh process per fit, as locally), holding the CPUs and GPUs it
+needs. The workers run in this process's working directory and write to the study directory, so
+on a cluster both must be on storage every node shares at the same path (NFS, say), and
+``lit_activations`` installed on every node: each node is checked before the first fit.
+
+Ray's own task retries are off: a fit whose worker dies (killed, out of memory, node lost) comes
+back as a failed fit, which ``compare`` retries one cell per fit like any failed fit of several
+cells, and reports in the table if it fails alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from lit_activations.errors import ConfigError
+
+
+class RayLauncher:
+    """Connects to Ray (``address``: a cluster, e.g. ``auto``; ``None``: a local instance) and runs fits on it.
+
+    Args:
+        address: ``ray.init``'s address.
+        study_dir: where the fits write; checked to be shared by every node.
+        requested: each setting's fit configuration (``fit --print_config``) by setting name: its
+            trainer's accelerator and devices say what a fit holds.
+    """
+
+    def __init__(self, address: str | None, study_dir: Path, requested: dict[str, dict[str, Any]]) -> None:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            reason = str(err).splitlines()[0].split(". ")[0].rstrip(".")  # the rest names Ray's own flags
+            if address:
+                raise ConfigError(
+                    f"cannot join the Ray cluster at --ray_address {address}: {reason} (`ray start --head` starts one;"
+                    " without --ray_address the study starts a local Ray)"
+                ) from None
+            raise ConfigError(f"cannot start a local Ray instance: {reason}") from None
+        resources = ray.cluster_resources()
+        self.cpus = max(1, int(resources.get("CPU", 1)))
+        self.gpus = int(resources.get("GPU", 0))
+        self.requested = requested
+        self.cwd = os.getcwd()
+        self._fit = ray.remote(max_calls=1, max_retries=0)(_fit_task)
+        if error := self._shared(study_dir):
+            ray.shutdown()
+            raise ConfigError(error)
+
+    @property
+    def default_jobs(self) -> int:
+        """Fits at a time: one per GPU (or per GPUs a fit holds) where fits hold GPUs, else one per CPU."""
+        gpus_per_fit = max(fit_resources(c["trainer"], 1, self.gpus > 0)[1] for c in self.requested.values())
+        return max(1, self.gpus // gpus_per_fit) if gpus_per_fit else self.cpus
+
+    def run(self, arguments: list[str], threads: int, setting: dict[str, Any]) -> tuple[int | None, list[str]]:
+        from lit_activations.compare import setting_name
+
+        cpus, gpus = fit_resources(self.requested[setting_name(setting)]["trainer"], threads, self.gpus > 0)
+        task = self._fit.options(num_cpus=cpus, num_gpus=gpus).remote(arguments, threads, self.cwd)
+        try:
+            return ray.get(task)
+        except RayError as err:  # the worker died, or its node: the fit's cells fail, the others go on
+            return None, [f"error: the Ray worker of this fit died ({type(err).__name__})"]
+
+    def close(self) -> None:
+        ray.shutdown()  # a local instance stops; a cluster stays up
+
+    def _shared(self, study_dir: Path) -> str:
+        """A one-line error if a node cannot see the working directory or write to the study directory, else ``""``.
+
+        A file this process writes must be visible to each node at the same path: a node that can write to a
+        directory of the same name on its own disk would otherwise lose its runs to the table.
+        """
+        study = Path(study_dir).resolve()
+        study.mkdir(parents=True, exist_ok=True)
+        marker = study / f".ray_check_{uuid.uuid4().hex}"
+        marker.touch()
+        try:
+            nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+            check = ray.remote(num_cpus=0, max_retries=0)(check_shared)
+            tasks = [
+                check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+                    str(marker), self.cwd, node["NodeManagerAddress"]
+                )
+                for node in nodes
+            ]
+            return next((error for error in ray.get(tasks) if error), "")
+        finally:
+            marker.unlink()
+
+
+def check_shared(marker: str, cwd: str, node: str) -> str:
+    """On one node: ``""`` if ``cwd`` and ``marker`` are there and the marker's directory is writable."""
+    study = Path(marker).parent
+    if not Path(cwd).is_dir() or not Path(marker).exists():
+        missing = cwd if not Path(cwd).is_dir() else str(study)
+        return (
+            f"Ray node {node} does not see {missing}: with --launcher ray every node needs the working"
+            " directory and --study_dir on shared storage, at the same path"
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=study):
+            pass
+    except OSError as err:
+        return f"Ray node {node} cannot write to --study_dir {study}: {err.strerror}"
+    return ""
+
+
+def fit_resources(trainer: dict[str, Any], threads: int, cluster_has_gpus: bool) -> tuple[int, int]:
+    """The CPUs and GPUs a fit with this trainer configuration holds: one GPU per device on a GPU, else a CPU
+    per thread of each process.
+
+    >>> fit_resources({"accelerator": "gpu", "devices": 2}, threads=4, cluster_has_gpus=True)
+    (8, 2)
+    >>> fit_resources({"accelerator": "cpu", "devices": "auto"}, threads=1, cluster_has_gpus=True)
+    (1, 0)
+    """
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, list):
+        processes = len(devices)
+    elif isinstance(devices, int) or str(devices).isdigit():
+        processes = max(1, int(devices))
+    elif isinstance(devices, str) and "," in devices:
+        processes = len([d for d in devices.split(",") if d.strip()])
+    else:  # "auto" or -1: Ray schedules one
+        processes = 1
+    accelerator = str(trainer.get("accelerator", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and cluster_has_gpus)
+    return threads * processes, processes if on_gpu else 0
+
+
+def _fit_task(arguments: list[str], threads: int, cwd: str) -> tuple[int | None, list[str]]:
+    """The Ray task: the fit, run as the local launcher's process runs it; its exit status and output lines."""
+    from lit_activations.compare import fit_process
+
+    os.chdir(cwd)  # relative paths in the arguments (--config, --study_dir) mean what they meant to the user
+    sys.path.insert(0, cwd)  # as `python -m` does: a user's own modules given by import path
+    with tempfile.TemporaryDirectory() as scratch:
+        output = Path(scratch) / "output.txt"
+        saved = os.dup(1), os.dup(2)
+        try:
+            fit_process(arguments, threads, output)
+            exitcode: int | None = 0
+        except SystemExit as exit_:
+            if isinstance(exit_.code, str):
+                print(exit_.code, file=sys.stderr)
+            exitcode = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+        except BaseException:  # a bug in the user's code: its traceback is the fit's output, as locally
+            traceback.print_exc()
+            exitcode = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in enumerate(saved, start=1):
+                os.dup2(copy, fd)
+                os.close(copy)
+        return exitcode, output.read_text(errors="replace").strip().splitlines() if output.exists() else []

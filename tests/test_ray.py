@@ -1,0 +1,89 @@
+"""``compare --launcher ray`` on a real local Ray instance (2 CPUs), against the local launcher."""
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+from lit_activations.compare import compare_main
+from lit_activations.events import read_scalars
+
+ray = pytest.importorskip("ray")  # the `ray` extra, which the dev install includes
+
+from lit_activations.ray_launcher import check_shared, fit_resources  # noqa: E402
+
+# relu learns; killer.Killer kills the process it runs in at its first training step: a worker dying mid-fit.
+KILLER = """
+import os, signal, torch
+
+class Killer(torch.nn.Module):
+    def forward(self, x):
+        if x.requires_grad:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return torch.relu(x)
+"""
+STUDY = ["--seeds", "0,1", "--jobs", "2", "--data.n_samples=200", "--trainer.max_epochs=2"]
+
+
+def table(study: Path) -> dict[str, dict[str, str]]:
+    return {row["activation"]: row for row in csv.DictReader((study / "results.csv").open())}
+
+
+@pytest.mark.slow
+def test_a_study_on_ray_equals_the_local_one_and_a_dead_worker_loses_only_its_runs(tmp_path, capsys, monkeypatch):
+    (tmp_path / "killer.py").write_text(KILLER)
+    monkeypatch.syspath_prepend(tmp_path)  # as `python -m` puts the working directory first
+    cells = ["--activations", "relu,killer.Killer", *STUDY]  # a fit of the relu cells, one of the killers
+    assert compare_main([*cells, "--study_dir", "local"]) == 0
+    assert compare_main([*cells, "--study_dir", "on_ray", "--launcher", "ray"]) == 0
+    assert not ray.is_initialized()  # the local instance is stopped when the study ends
+    output = capsys.readouterr().out
+
+    local, on_ray = table(tmp_path / "local"), table(tmp_path / "on_ray")
+    assert on_ray["relu"] == local["relu"]  # every column, to the last digit
+    for seed in (0, 1):
+        run = Path("relu", f"seed_{seed}")
+        assert read_scalars(tmp_path / "on_ray" / run) == read_scalars(tmp_path / "local" / run)
+    assert local["killer.Killer"]["failed"] == on_ray["killer.Killer"]["failed"] == "2"
+    assert local["killer.Killer"]["error"] == "error: the fit's process was killed (signal 9)"
+    assert on_ray["killer.Killer"]["error"] == "error: the Ray worker of this fit died (WorkerCrashedError)"
+    # the killers' fit died, then each killer alone (retried one cell per fit); the relu runs are whole
+    assert output.count("killer.Killer seed 1: failed") == 2 and output.count("relu seed 1: ok") == 2
+    assert not list((tmp_path / "on_ray" / "killer.Killer").rglob("finished"))
+
+    # a rerun skips what finished, without starting Ray, and writes the same table
+    before = (tmp_path / "on_ray" / "results.md").read_text().splitlines()[:3]
+    assert compare_main(["--activations", "relu", *STUDY, "--study_dir", "on_ray", "--launcher", "ray"]) == 0
+    assert capsys.readouterr().out.count("skipped (finished before)") == 2 and not ray.is_initialized()
+    assert (tmp_path / "on_ray" / "results.md").read_text().splitlines() == before  # the header and relu's row
+
+
+def test_without_ray_installed_the_launcher_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails and find_spec finds nothing, as without it
+    assert compare_main(["--activations", "relu", "--launcher", "ray"]) == 2
+    assert capsys.readouterr().err == "error: --launcher ray needs Ray, an optional extra: pip install -e '.[ray]'\n"
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_node_that_does_not_share_the_study_directory_is_named(tmp_path):
+    marker = tmp_path / "study" / ".ray_check"
+    assert check_shared(str(marker), str(tmp_path), "10.0.0.7") == (
+        f"Ray node 10.0.0.7 does not see {tmp_path / 'study'}: with --launcher ray every node needs the working"
+        " directory and --study_dir on shared storage, at the same path"
+    )
+    marker.parent.mkdir()
+    marker.touch()
+    assert check_shared(str(marker), str(tmp_path), "10.0.0.7") == ""
+    # a directory no one may create files in, not even root (who ignores permissions): /proc/self
+    assert check_shared("/proc/self/status", str(tmp_path), "10.0.0.7").startswith(
+        "Ray node 10.0.0.7 cannot write to --study_dir /proc/self: "
+    )
+
+
+def test_a_fit_holds_a_gpu_per_device_on_gpus_and_a_cpu_per_thread_of_each_process():
+    assert fit_resources({"accelerator": "cpu", "devices": 2}, threads=3, cluster_has_gpus=True) == (6, 0)
+    assert fit_resources({"accelerator": "cuda", "devices": [0, 1]}, threads=1, cluster_has_gpus=True) == (2, 2)
+    assert fit_resources({"accelerator": "auto", "devices": "auto"}, threads=2, cluster_has_gpus=True) == (2, 1)
+    assert fit_resources({"accelerator": "auto", "devices": "auto"}, threads=2, cluster_has_gpus=False) == (2, 0)
+    assert fit_resources({"accelerator": "gpu", "devices": "0,1,2"}, threads=1, cluster_has_gpus=True) == (3, 3)
