@@ -94,3 +94,25 @@ def test_lecun_tanh_gradient_matches_closed_form_derivative():
 def test_bad_activation_is_a_value_error(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
         create_activation(name, **kwargs)
+
+
+def slope(name: str, x: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(create_activation(name).to(x.dtype)(x).sum(), x)
+    return grad
+
+
+def test_what_the_source_tutorials_get_wrong_is_right_here():
+    """The README's list of the tutorials' mistakes, each checked against autograd (float64 unless said)."""
+    x = torch.arange(-30_000, 30_001, dtype=torch.float64) / 1000  # 0 exactly among them
+    sigmoid = slope("sigmoid", x)  # its derivative lies in (0, 1/4], reaching 1/4 at 0: not the open (0, 1/4)
+    assert sigmoid[x == 0].item() == 0.25 and (sigmoid[x != 0] < 0.25).all() and (sigmoid > 0).all()
+    tanh = create_activation("tanh")  # its range is the open (-1, 1) ...
+    assert (tanh(x[x.abs() <= 18]).abs() < 1).all()
+    assert tanh(torch.tensor([9.1])).item() == 1.0  # ... though in float32 it rounds to ±1 from |x| ≈ 9
+    negative = torch.tensor([-3.0, -0.5], dtype=torch.float64)
+    assert slope("leaky_relu", negative).tolist() == [0.01, 0.01]  # the slope γ for x < 0, not -γ
+    assert slope("relu", negative).tolist() == [0.0, 0.0]  # differentiable for x < 0 (slope 0); only 0 is a kink
+    elu = create_activation("elu").double()(negative)  # the negative branch is exponential: e^x - 1
+    torch.testing.assert_close(elu, torch.expm1(negative))
+    assert get_activation("selu").init == "lecun_normal"  # SELU with its own init (and activation), not ReLU's
