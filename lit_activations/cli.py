@@ -46,6 +46,10 @@ ELEMENTWISE_OPTIMIZERS = ("SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "R
                           "ASGD")  # fmt: skip
 
 
+# The model's shapes come from the data module (its properties, once it exists).
+LINKED_FROM_DATA = {"data.num_features": "in_features", "data.num_classes": "num_classes"}
+
+
 class ActivationCLI(LightningCLI):
     """``fit|validate|test|predict`` with the defaults of ``configs/defaults.yaml``.
 
@@ -98,8 +102,8 @@ class ActivationCLI(LightningCLI):
         parser.link_arguments(
             ("model.init_args.activation", "members.activations"), f"{logger}.name", compute_fn=fit_name
         )
-        parser.link_arguments("data.num_features", "model.init_args.in_features", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        for source, target in LINKED_FROM_DATA.items():
+            parser.link_arguments(source, f"model.init_args.{target}", apply_on="instantiate")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
         # `--monitor=null` leaves None among the callbacks LightningCLI collects (cli.py, instantiate_trainer).
@@ -124,6 +128,10 @@ class ActivationCLI(LightningCLI):
         argv = sys.argv[1:] if args is None else args
         argv = argv if isinstance(argv, list) else []
         config_files_in_use(argv)
+        for source, target in LINKED_FROM_DATA.items():  # the parser drops a linked target's value without a word
+            given = (f"--model.{target}", f"--model.init_args.{target}")
+            if any(arg == flag or arg.startswith(f"{flag}=") for arg in argv for flag in given):
+                parser.error(f"model.{target} is taken from the data module ({source}), not set on its own")
         super().parse_arguments(parser, args)
         if self.config.get("subcommand") == "fit" and self.config.fit.ckpt_path:
             try:
