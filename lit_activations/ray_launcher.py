@@ -54,10 +54,13 @@ class RayLauncher:
         resources = ray.cluster_resources()
         self.cpus = max(1, int(resources.get("CPU", 1)))
         self.gpus = int(resources.get("GPU", 0))
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        self.node_cpus = max(int(n.get("CPU", 0)) for n in nodes)  # a fit runs on one node: it holds at most this
+        self.node_gpus = max(int(n.get("GPU", 0)) for n in nodes)
         self.requested = requested
         self.cwd = os.getcwd()
         self._fit = ray.remote(max_calls=1, max_retries=0)(_fit_task)
-        if error := self._shared(study_dir):
+        if error := self._infeasible() or self._shared(study_dir):
             ray.shutdown()
             raise ConfigError(error)
 
@@ -70,7 +73,10 @@ class RayLauncher:
     def run(self, arguments: list[str], threads: int, setting: dict[str, Any]) -> tuple[int | None, list[str]]:
         from lit_activations.compare import setting_name
 
-        cpus, gpus = fit_resources(self.requested[setting_name(setting)]["trainer"], threads, self.gpus > 0)
+        trainer = self.requested[setting_name(setting)]["trainer"]
+        processes = fit_resources(trainer, 1, self.gpus > 0)[0]
+        threads = max(1, min(threads, self.node_cpus // processes))  # no more than one node's cores
+        cpus, gpus = fit_resources(trainer, threads, self.gpus > 0)
         task = self._fit.options(num_cpus=cpus, num_gpus=gpus).remote(arguments, threads, self.cwd)
         try:
             return ray.get(task)
@@ -79,6 +85,18 @@ class RayLauncher:
 
     def close(self) -> None:
         ray.shutdown()  # a local instance stops; a cluster stays up
+
+    def _infeasible(self) -> str:
+        """A fit that no node can hold would wait for ever: a one-line error instead, or ``""``."""
+        for config in self.requested.values():
+            processes, gpus = fit_resources(config["trainer"], 1, self.gpus > 0)
+            if gpus > self.node_gpus or processes > self.node_cpus:
+                have = f"{self.node_gpus} GPUs" if gpus > self.node_gpus else f"{self.node_cpus} CPUs"
+                return (
+                    f"invalid trainer.devices {config['trainer'].get('devices')!r} for --launcher ray: a fit runs on"
+                    f" one node, and no node of this cluster has more than {have}"
+                )
+        return ""
 
     def _shared(self, study_dir: Path) -> str:
         """A one-line error if a node cannot see the working directory or write to the study directory, else ``""``.

@@ -11,7 +11,7 @@ from lit_activations.events import read_scalars
 
 ray = pytest.importorskip("ray")  # the `ray` extra, which the dev install includes
 
-from lit_activations.ray_launcher import check_shared, fit_resources  # noqa: E402
+from lit_activations.ray_launcher import RayLauncher, check_shared, fit_resources  # noqa: E402
 
 # relu learns; killer.Killer kills the process it runs in at its first training step: a worker dying mid-fit.
 KILLER = """
@@ -45,7 +45,10 @@ def test_a_study_on_ray_equals_the_local_one_and_a_dead_worker_loses_only_its_ru
     for seed in (0, 1):
         run = Path("relu", f"seed_{seed}")
         assert read_scalars(tmp_path / "on_ray" / run) == read_scalars(tmp_path / "local" / run)
-    assert local["killer.Killer"]["failed"] == on_ray["killer.Killer"]["failed"] == "2"
+    assert on_ray["killer.Killer"] | {"error": ""} == local["killer.Killer"] | {"error": ""}
+    assert local["killer.Killer"]["failed"] == "2"
+    # the figure too (the finished runs' curves), byte for byte
+    assert (tmp_path / "on_ray" / "comparison.png").read_bytes() == (tmp_path / "local" / "comparison.png").read_bytes()
     assert local["killer.Killer"]["error"] == "error: the fit's process was killed (signal 9)"
     assert on_ray["killer.Killer"]["error"] == "error: the Ray worker of this fit died (WorkerCrashedError)"
     # the killers' fit died, then each killer alone (retried one cell per fit); the relu runs are whole
@@ -87,3 +90,19 @@ def test_a_fit_holds_a_gpu_per_device_on_gpus_and_a_cpu_per_thread_of_each_proce
     assert fit_resources({"accelerator": "auto", "devices": "auto"}, threads=2, cluster_has_gpus=True) == (2, 1)
     assert fit_resources({"accelerator": "auto", "devices": "auto"}, threads=2, cluster_has_gpus=False) == (2, 0)
     assert fit_resources({"accelerator": "gpu", "devices": "0,1,2"}, threads=1, cluster_has_gpus=True) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("trainer", "message"),
+    [
+        ({"accelerator": "gpu", "devices": 1}, "invalid trainer.devices 1 for --launcher ray: a fit runs on one node,"
+         " and no node of this cluster has more than 0 GPUs"),
+        ({"accelerator": "cpu", "devices": 4}, "no node of this cluster has more than 2 CPUs"),
+        ({"accelerator": "cpu", "devices": 2}, ""),
+    ],
+)  # fmt: skip
+def test_a_fit_no_node_can_hold_is_refused_rather_than_left_waiting(trainer, message):
+    launcher = object.__new__(RayLauncher)  # the cluster's figures by hand: 2 CPUs a node, no GPU
+    launcher.gpus, launcher.node_gpus, launcher.node_cpus = 0, 0, 2
+    launcher.requested = {"": {"trainer": trainer}}
+    assert launcher._infeasible().endswith(message)
