@@ -35,19 +35,9 @@ MEMBERS_30 = (f"--members.activations=[{','.join(ACTIVATIONS)}]", f"--members.se
 
 
 def step_times(epochs: int, repeats: int) -> None:
-    from lightning.pytorch import Callback
+    from training_speed import StepTimer  # this folder's other benchmark (imports Lightning)
 
     from lit_activations.cli import cli_main
-
-    class StepTimer(Callback):
-        """Wall time per optimizer step from the start of the second epoch to the end of training."""
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            if trainer.current_epoch == 1:
-                self.start, self.start_step = time.perf_counter(), trainer.global_step
-
-        def on_train_end(self, trainer, pl_module):
-            self.per_step = (time.perf_counter() - self.start) / (trainer.global_step - self.start_step)
 
     def per_step(members: tuple[str, ...]) -> float:
         timer = StepTimer()
