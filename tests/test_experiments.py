@@ -11,7 +11,9 @@ import sys
 
 import pytest
 import torch
+import yaml
 
+from lit_activations.cli import cli_main
 from lit_activations.events import read_scalars
 
 from runs import CONFIGS, REPO, fit
@@ -122,3 +124,13 @@ def test_every_config_runs_a_short_epoch(config):
     cli = fit("--config", str(config), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
               "--data.n_samples=200", "--summary=null")  # fmt: skip
     assert cli.trainer.global_step == 2 and torch.isfinite(torch.tensor(cli.model.last_epoch_metrics[0]["val/loss"]))
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c not in ONE_PROCESS], ids=lambda p: p.name)
+def test_the_presets_of_several_processes_or_a_gpu_parse_here_too(config, capsys):
+    """They train in tests/test_distributed.py and (with CUDA) tests/test_gpu.py; here, without either, they parse."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["strategy"] == yaml.safe_load(config.read_text())["trainer"]["strategy"]
