@@ -97,12 +97,17 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("logs/claims"))
-    parser.add_argument("--only", nargs="*", default=list(STUDIES), choices=list(STUDIES))
+    parser.add_argument("--out", type=Path, default=Path("logs/claims"), help="the studies' parent directory"
+                        " (default: logs/claims, under the project)")  # fmt: skip
+    parser.add_argument("--only", nargs="*", default=list(STUDIES), choices=list(STUDIES), metavar="NAME",
+                        help=f"these experiments only (default: all of {', '.join(STUDIES)})")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="3 epochs on 200 points: to try the script in a minute"
+                        " (the numbers are not the README's; give another --out)")  # fmt: skip
     args = parser.parse_args()
+    reduced = ["--trainer.max_epochs=3", "--data.n_samples=200"] if args.quick else []
     for name in args.only:
         study = args.out / name
-        command = [sys.executable, "-m", "lit_activations", "compare", *STUDIES[name], "--study_dir", str(study)]
+        command = [sys.executable, "-m", "lit_activations", "compare", *STUDIES[name], *reduced, f"--study_dir={study}"]
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if result.returncode != 0:
             sys.exit(f"{name} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")

@@ -33,6 +33,9 @@ from lit_activations.run_summary import RunSummary
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run: noise, not the user's concern.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+# DDP copies a gradient into its bucket when the strides differ from the parameter's: MemberLinear's weight gradient
+# comes out of baddbmm transposed. At these sizes the copy costs nothing; the warning would only alarm.
+warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides", category=UserWarning)
 # Lightning's advertisements for its cloud services ("💡 Tip: ..."), printed at every fit.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "💡" not in record.getMessage())
 
@@ -131,7 +134,10 @@ class ActivationCLI(LightningCLI):
         for source, target in LINKED_FROM_DATA.items():  # the parser drops a linked target's value without a word
             given = (f"--model.{target}", f"--model.init_args.{target}")
             if any(arg == flag or arg.startswith(f"{flag}=") for arg in argv for flag in given):
-                parser.error(f"model.{target} is taken from the data module ({source}), not set on its own")
+                parser.error(
+                    f"model.{target} is the data module's {source.partition('.')[2]}, not an option of its own;"
+                    " choose the data instead, e.g. --data=SpiralsDataModule --data.num_classes=3"
+                )
         super().parse_arguments(parser, args)
         if self.config.get("subcommand") == "fit" and self.config.fit.ckpt_path:
             try:

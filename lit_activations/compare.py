@@ -112,13 +112,20 @@ def compare_main(argv: list[str]) -> int:
         help="train the requested runs again, replacing what the study directory holds for them",
     )  # fmt: skip
     args, fit_args = parser.parse_known_args(argv)
+    started = time.monotonic()
     if any(arg.startswith("--members") for arg in fit_args):
         parser.error("--members.* is compare's own choice: give the cells with --activations and --seeds")
     if args.ray_address and args.launcher != "ray":
         parser.error("--ray_address is for --launcher ray")
-    if args.launcher == "ray" and importlib.util.find_spec("ray") is None:
-        print("error: --launcher ray needs Ray, an optional extra: pip install -e '.[ray]'", file=sys.stderr)
-        return 2
+    if args.launcher == "ray":
+        if importlib.util.find_spec("ray") is None:
+            print("error: --launcher ray needs Ray, an optional extra: pip install -e '.[ray]'", file=sys.stderr)
+            return 2
+        from lit_activations.ray_launcher import unreachable
+
+        if error := unreachable(args.ray_address):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     context = _process_context()  # the server starts importing Lightning (5 s) while this process goes on
     from lit_activations.members import activation_name  # imports torch
 
@@ -137,7 +144,6 @@ def compare_main(argv: list[str]) -> int:
     if args.fresh:
         for run in runs:
             shutil.rmtree(run.directory, ignore_errors=True)
-    started = time.monotonic()
     progress = _Progress(len(runs))
     pending = []
     for run in runs:
@@ -350,7 +356,7 @@ def _stale(runs: list[Run], requested: dict[str, dict[str, Any]]) -> str:
     one-line error; or ``""`` (a changed setting must not come back as an old table)."""
     from lit_activations.resume import flatten, option
 
-    ignored = ("ckpt_path", "trainer.logger.init_args.version", "trainer.logger.init_args.purge_step")
+    ignored = ("ckpt_path", "threads", "trainer.logger.init_args.version", "trainer.logger.init_args.purge_step")
     for run in runs:
         asked = requested[setting_name(run.setting)]
         saved_file = run.directory / "config.yaml"

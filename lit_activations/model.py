@@ -227,7 +227,9 @@ class ActivationMLP(LightningModule):
         """
         if self.num_members == 1:
             for tag, value in values.items():
-                self.log(tag, value.reshape(()).float(), prog_bar=True, logger=False)
+                # already the mean over every process (torchmetrics); sync_dist averages equal values, and spares
+                # DDP users Lightning's warning that an epoch-level value may not have been reduced
+                self.log(tag, value.reshape(()).float(), prog_bar=True, logger=False, sync_dist=True)
         if self.trainer.sanity_checking:
             return
         # (K, tags): one host sync; reshape, as torchmetrics returns a one-element result as a 0-d tensor

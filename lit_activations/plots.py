@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from lit_activations.statistics import local_slopes
@@ -115,18 +116,20 @@ def study_figure(curves: Mapping[str, Mapping[str, np.ndarray]], layers: Sequenc
     shape (seeds, epochs). Left: loss and accuracy against epochs; right: each layer's mean |grad|
     (log scale). Lines are the mean over seeds, bands the min–max range.
     """
-    figure = Figure(figsize=(11, 2.6 * len(curves)), dpi=90)
+    figure = Figure(figsize=(12, 2.6 * len(curves)), dpi=90)
     grid = figure.subplots(len(curves), 2, squeeze=False)
     for (activation, series), (left, right) in zip(curves.items(), grid, strict=True):
-        for tag, label in (("val/loss", "BCE"), ("val/acc", "accuracy")):
+        for tag, label in (("val/loss", "loss"), ("val/acc", "accuracy")):
             _band(left, series[tag], label)
         left.set(title=activation, xlabel="epoch", ylim=(0, 1.05))
         left.legend(loc="lower left", fontsize="small")
         for layer in layers:
             if layer in series:
                 _band(right, series[layer], layer.removeprefix("grad_mean_abs_epoch/").removesuffix(".weight"))
-        right.set(title=f"{activation}: mean |grad| per layer", xlabel="epoch", yscale="log")
-        right.legend(loc="lower left", fontsize="small", ncol=2)
+        right.set(title="mean |grad| per layer", xlabel="epoch", yscale="log")
+        right.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", ncol=1 + len(layers) // 9)
+        for axes in (left, right):
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not fractions of one
     figure.tight_layout()
     return figure
 

@@ -16,6 +16,7 @@ cells, and reports in the table if it fails alone.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import tempfile
 import traceback
@@ -32,6 +33,8 @@ from lit_activations.errors import ConfigError
 
 class RayLauncher:
     """Connects to Ray (``address``: a cluster, e.g. ``auto``; ``None``: a local instance) and runs fits on it.
+
+    Check a ``HOST:PORT`` address with ``unreachable`` first: ``ray.init`` waits for ever where nothing answers.
 
     Args:
         address: ``ray.init``'s address.
@@ -120,6 +123,25 @@ class RayLauncher:
             return next((error for error in ray.get(tasks) if error), "")
         finally:
             marker.unlink()
+
+
+def unreachable(address: str | None) -> str:
+    """A one-line error if nothing answers at a ``HOST:PORT`` address, else ``""``: ``ray.init`` would retry for ever.
+
+    >>> unreachable("auto")
+    ''
+    """
+    host, colon, port = (address or "").rpartition(":")
+    if not colon or not port.isdigit() or "://" in address:  # auto, local, a ray:// client address: Ray's to judge
+        return ""
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        return (
+            f"cannot join the Ray cluster at --ray_address {address}: nothing answers there"
+            f" ({err.strerror or err}); `ray start --head` prints the address to give"
+        )
+    return ""
 
 
 def check_shared(marker: str, cwd: str, node: str) -> str:

@@ -168,8 +168,12 @@ def test_configs_stack_and_flags_override_them(capsys):
         (["--model.hidden_sizes=5,5"], 'Parser key "model.hidden_sizes": expected a list in brackets, e.g. [5, 5]'),
         (["--data=MoonsDataModule", "--data.factor=0.3"], "Option 'data.factor' is not accepted by MoonsDataModule"),
         (["--data=SpiralsOfDoom"], 'Parser key "data"'),
-        (["--model.num_classes=3"], "model.num_classes is taken from the data module (data.num_classes), not set on"),
-        (["--model.init_args.in_features", "3"], "model.in_features is taken from the data module (data.num_features)"),
+        (
+            ["--model.num_classes=3"],
+            "model.num_classes is the data module's num_classes, not an option of its own;"
+            " choose the data instead, e.g. --data=SpiralsDataModule --data.num_classes=3",
+        ),
+        (["--model.init_args.in_features", "3"], "model.in_features is the data module's num_features, not an option"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """``compare --launcher ray`` on a real local Ray instance (2 CPUs), against the local launcher."""
 
 import csv
+import socket
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from lit_activations.events import read_scalars
 
 ray = pytest.importorskip("ray")  # the `ray` extra, which the dev install includes
 
-from lit_activations.ray_launcher import RayLauncher, check_shared, fit_resources  # noqa: E402
+from lit_activations.ray_launcher import RayLauncher, check_shared, fit_resources, unreachable  # noqa: E402
 
 # relu learns; killer.Killer kills the process it runs in at its first training step: a worker dying mid-fit.
 KILLER = """
@@ -106,3 +107,17 @@ def test_a_fit_no_node_can_hold_is_refused_rather_than_left_waiting(trainer, mes
     launcher.gpus, launcher.node_gpus, launcher.node_cpus = 0, 0, 2
     launcher.requested = {"": {"trainer": trainer}}
     assert launcher._infeasible().endswith(message)
+
+
+def test_an_address_where_nothing_answers_is_one_line_not_a_wait_for_ever():
+    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert unreachable(f"127.0.0.1:{port}").startswith(
+        f"cannot join the Ray cluster at --ray_address 127.0.0.1:{port}: nothing answers there ("
+    )
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert unreachable(f"127.0.0.1:{listening.getsockname()[1]}") == ""
+    assert unreachable("auto") == unreachable(None) == unreachable("ray://head:10001") == ""
