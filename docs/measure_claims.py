@@ -82,7 +82,7 @@ STATISTICS: dict[str, dict[str, Callable[[Scalars], float]]] = {
 
 
 def groups(study: Path) -> dict[str, list[Path]]:
-    """The study's runs by table row (``setting/activation``), from the ``seed_<s>`` directories."""
+    """The study's runs by table row (``setting/activation``): its ``seed_<s>`` directories, finished or not."""
     rows: dict[str, list[Path]] = {}
     for run in sorted(study.rglob("seed_*")):
         if "fits" not in run.relative_to(study).parts and run.is_dir():
@@ -112,13 +112,16 @@ def main() -> None:
         if result.returncode != 0:
             sys.exit(f"{name} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
         print(f"\n## {name}  ({result.stdout.strip().splitlines()[-1]})")
-        for row, runs in groups(REPO / study).items():
+        for row, all_runs in groups(REPO / study).items():
+            runs = [run for run in all_runs if (run / "finished").exists()]  # a failed run is no number
+            failed = f", {len(all_runs) - len(runs)} failed" if len(runs) < len(all_runs) else ""
             scalars = [read_scalars(run) for run in runs]
             figures = []
             for label, statistic in STATISTICS[name].items():
-                with contextlib.suppress(statistics.StatisticsError, IndexError):  # not logged here (PReLU's slopes)
+                # (a figure these runs do not log, e.g. PReLU's slopes for ReLU, is left out)
+                with contextlib.suppress(statistics.StatisticsError, IndexError, KeyError):
                     figures.append(f"{label} {spread([statistic(s) for s in scalars])}")
-            print(f"- {row} ({len(runs)} seeds): {', '.join(figures)}", flush=True)
+            print(f"- {row} ({len(runs)} seeds{failed}): {', '.join(figures)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ with; a changed setting is a one-line error naming it (``--fresh`` trains the ce
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
 import importlib.util
@@ -33,6 +34,7 @@ import multiprocessing.forkserver
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -123,7 +125,9 @@ def compare_main(argv: list[str]) -> int:
             return 2
         from lit_activations.ray_launcher import unreachable
 
-        if error := unreachable(args.ray_address):
+        # `auto` is where RAY_ADDRESS points, if it is set
+        address = os.environ.get("RAY_ADDRESS") if args.ray_address == "auto" else args.ray_address
+        if error := unreachable(address):
             print(f"error: {error}", file=sys.stderr)
             return 2
     context = _process_context()  # the server starts importing Lightning (5 s) while this process goes on
@@ -141,6 +145,15 @@ def compare_main(argv: list[str]) -> int:
     if isinstance(requested, str) or (error := _stale(finished_before, requested)):
         print(requested if isinstance(requested, str) else error, file=sys.stderr, flush=True)
         return 2
+    launcher: Launcher = LocalLauncher(context)
+    if args.launcher == "ray" and len(finished_before) < len(runs):  # (none is "finished before" with --fresh)
+        from lit_activations.ray_launcher import RayLauncher  # Ray starts (10 s) only when there is a fit to run
+
+        try:  # before --fresh removes anything: a cluster that cannot take the study leaves the old runs as they were
+            launcher = RayLauncher(args.ray_address, args.study_dir, requested)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 2
     if args.fresh:
         for run in runs:
             shutil.rmtree(run.directory, ignore_errors=True)
@@ -154,15 +167,6 @@ def compare_main(argv: list[str]) -> int:
             progress.report([run], "not run")
         else:
             pending.append(run)
-    launcher: Launcher = LocalLauncher(context)
-    if args.launcher == "ray" and pending:  # Ray starts (10 s) only when there is a fit to run
-        from lit_activations.ray_launcher import RayLauncher
-
-        try:
-            launcher = RayLauncher(args.ray_address, args.study_dir, requested)
-        except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            return 2
     args.jobs = args.jobs or launcher.default_jobs
     fits = []
     for point in settings:  # cells of one setting share a fit; cells of different settings never do
@@ -170,6 +174,10 @@ def compare_main(argv: list[str]) -> int:
         fits += _split(cells, max(1, args.jobs // len(settings)) if args.vectorize else len(cells))
     try:
         _run_fits(fits, args, fit_args, launcher, progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: the finished runs are kept in {args.study_dir}; the same command trains the others",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 130
     finally:
         launcher.close()
     print(f"{len(runs)} runs in {time.monotonic() - started:.1f} s", flush=True)
@@ -230,16 +238,21 @@ def _run_fits(
 
         for cells in fits:
             submit(cells)
-        while running:
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                cells, seconds = running.pop(future), future.result()
-                if len(cells) > 1 and any(run.error for run in cells):  # alone, a bad cell fails without the others
-                    for cell in cells:
-                        cell.error = ""
-                        submit([cell])
-                else:
-                    progress.report(cells, f"ok, {seconds:.1f} s" if not cells[0].error else f"{seconds:.1f} s")
+        try:
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    cells, seconds = running.pop(future), future.result()
+                    if len(cells) > 1 and any(run.error for run in cells):  # alone, a bad cell fails without the others
+                        for cell in cells:
+                            cell.error = ""
+                            submit([cell])
+                    else:
+                        progress.report(cells, f"ok, {seconds:.1f} s" if not cells[0].error else f"{seconds:.1f} s")
+        except KeyboardInterrupt:  # else leaving the pool would wait for every fit, queued ones too, to end on its own
+            pool.shutdown(wait=False, cancel_futures=True)
+            launcher.interrupt()
+            raise
 
 
 def _activation_error(activation: str | list[str]) -> str:
@@ -310,6 +323,9 @@ class Launcher(Protocol):
         """``python -m lit_activations ARGUMENTS`` with ``threads`` threads: its exit status and output lines."""
         ...
 
+    def interrupt(self) -> None:
+        """Stop the running fits (Ctrl-C): their runs stay unfinished, for the next run of the study."""
+
     def close(self) -> None:
         """Let go of what the fits ran on."""
 
@@ -320,6 +336,8 @@ class LocalLauncher:
     def __init__(self, context: multiprocessing.context.BaseContext) -> None:
         self.context = context
         self.cpus = self.default_jobs = os.cpu_count() or 1
+        self._running: set[multiprocessing.process.BaseProcess] = set()
+        self._stopping = False
 
     def run(
         self, arguments: list[str], threads: int, setting: dict[str, Any] | None = None
@@ -327,10 +345,22 @@ class LocalLauncher:
         with tempfile.TemporaryDirectory() as scratch:
             output = Path(scratch) / "output.txt"
             process = self.context.Process(target=fit_process, args=(arguments, threads, output))
+            if self._stopping:
+                return None, ["error: interrupted before it started"]
             process.start()
+            self._running.add(process)
+            if self._stopping:  # interrupt() came between start and add
+                os.kill(process.pid, signal.SIGINT)
             process.join()
+            self._running.discard(process)
             lines = output.read_text(errors="replace").strip().splitlines() if output.exists() else []
             return process.exitcode, lines
+
+    def interrupt(self) -> None:
+        self._stopping = True
+        for process in list(self._running):  # Lightning's own graceful stop (a terminal's Ctrl-C reached them too)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGINT)
 
     def close(self) -> None:
         pass  # the fork server ends with this process

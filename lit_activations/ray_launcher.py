@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from lit_activations.errors import ConfigError
 
 
 class RayLauncher:
-    """Connects to Ray (``address``: a cluster, e.g. ``auto``; ``None``: a local instance) and runs fits on it.
+    """Connects to Ray (``address``: a cluster, e.g. ``auto``; ``None``: a new local instance) and runs fits on it.
 
     Check a ``HOST:PORT`` address with ``unreachable`` first: ``ray.init`` waits for ever where nothing answers.
 
@@ -45,7 +45,8 @@ class RayLauncher:
 
     def __init__(self, address: str | None, study_dir: Path, requested: dict[str, dict[str, Any]]) -> None:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+            # "local": a new instance, never the cluster a RAY_ADDRESS or an earlier `ray start` points at
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as err:
             reason = str(err).splitlines()[0].split(". ")[0].rstrip(".")  # the rest names Ray's own flags
             if address:
@@ -54,50 +55,72 @@ class RayLauncher:
                     " without --ray_address the study starts a local Ray)"
                 ) from None
             raise ConfigError(f"cannot start a local Ray instance: {reason}") from None
-        resources = ray.cluster_resources()
-        self.cpus = max(1, int(resources.get("CPU", 1)))
-        self.gpus = int(resources.get("GPU", 0))
-        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-        self.node_cpus = max(int(n.get("CPU", 0)) for n in nodes)  # a fit runs on one node: it holds at most this
-        self.node_gpus = max(int(n.get("GPU", 0)) for n in nodes)
-        self.requested = requested
-        self.cwd = os.getcwd()
-        self._fit = ray.remote(max_calls=1, max_retries=0)(_fit_task)
-        if error := self._infeasible() or self._shared(study_dir):
+        try:
+            resources = ray.cluster_resources()
+            self.cpus = max(1, int(resources.get("CPU", 1)))
+            self.gpus = int(resources.get("GPU", 0))
+            # (CPUs, GPUs) of each node: a fit runs on one node, so it can hold at most what one node has
+            self.nodes = [(int(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0)))
+                          for n in ray.nodes() if n["Alive"]]  # fmt: skip
+            self.requested = requested
+            self.cwd = os.getcwd()
+            self._fit = ray.remote(max_calls=1, max_retries=0)(_fit_task)
+            self._running: set[ray.ObjectRef] = set()
+            self._stopping = False
+            if error := self._infeasible() or self._shared(study_dir):
+                raise ConfigError(error)
+        except BaseException:
             ray.shutdown()
-            raise ConfigError(error)
+            raise
 
     @property
     def default_jobs(self) -> int:
-        """Fits at a time: one per GPU (or per GPUs a fit holds) where fits hold GPUs, else one per CPU."""
-        gpus_per_fit = max(fit_resources(c["trainer"], 1, self.gpus > 0)[1] for c in self.requested.values())
-        return max(1, self.gpus // gpus_per_fit) if gpus_per_fit else self.cpus
+        """Fits at a time: as many as the cluster's GPUs hold where fits hold GPUs, else as its CPUs hold."""
+        shapes = [fit_shape(c["trainer"], self.gpus > 0) for c in self.requested.values()]
+        processes, gpus = max(p for p, _ in shapes), max(g for _, g in shapes)
+        return max(1, self.gpus // gpus if gpus else self.cpus // processes)
 
     def run(self, arguments: list[str], threads: int, setting: dict[str, Any]) -> tuple[int | None, list[str]]:
         from lit_activations.compare import setting_name
 
-        trainer = self.requested[setting_name(setting)]["trainer"]
-        processes = fit_resources(trainer, 1, self.gpus > 0)[0]
-        threads = max(1, min(threads, self.node_cpus // processes))  # no more than one node's cores
-        cpus, gpus = fit_resources(trainer, threads, self.gpus > 0)
-        task = self._fit.options(num_cpus=cpus, num_gpus=gpus).remote(arguments, threads, self.cwd)
+        processes, gpus = fit_shape(self.requested[setting_name(setting)]["trainer"], self.gpus > 0)
+        threads = max(1, min(threads, self._node_cpus(processes, gpus) // processes))  # no more than one node's cores
+        if self._stopping:
+            return None, ["error: interrupted before it started"]
+        task = self._fit.options(num_cpus=threads * processes, num_gpus=gpus).remote(arguments, threads, self.cwd)
+        self._running.add(task)
+        if self._stopping:  # interrupt() came between the two lines above
+            ray.cancel(task)
         try:
             return ray.get(task)
+        except RayTaskError as err:  # the task's own code failed outside the fit (e.g. the working directory is gone)
+            return None, [f"error: {str(err.cause).strip().splitlines()[-1]}"]
         except RayError as err:  # the worker died, or its node: the fit's cells fail, the others go on
             return None, [f"error: the Ray worker of this fit died ({type(err).__name__})"]
+        finally:
+            self._running.discard(task)
+
+    def interrupt(self) -> None:
+        self._stopping = True
+        for task in list(self._running):  # Ray's workers are not in the terminal's process group: Ctrl-C misses them
+            ray.cancel(task)  # a KeyboardInterrupt in the task: Lightning stops gracefully, DDP children included
 
     def close(self) -> None:
         ray.shutdown()  # a local instance stops; a cluster stays up
 
+    def _node_cpus(self, processes: int, gpus: int) -> int:
+        """The most CPUs of a node that can hold a fit of ``processes`` processes and ``gpus`` GPUs (0: none can)."""
+        return max((c for c, g in self.nodes if c >= processes and g >= gpus), default=0)
+
     def _infeasible(self) -> str:
         """A fit that no node can hold would wait for ever: a one-line error instead, or ``""``."""
         for config in self.requested.values():
-            processes, gpus = fit_resources(config["trainer"], 1, self.gpus > 0)
-            if gpus > self.node_gpus or processes > self.node_cpus:
-                have = f"{self.node_gpus} GPUs" if gpus > self.node_gpus else f"{self.node_cpus} CPUs"
+            processes, gpus = fit_shape(config["trainer"], self.gpus > 0)
+            if not self._node_cpus(processes, gpus):
+                need = f"{processes} CPUs" + (f" and {gpus} GPUs" if gpus else "")
                 return (
                     f"invalid trainer.devices {config['trainer'].get('devices')!r} for --launcher ray: a fit runs on"
-                    f" one node, and no node of this cluster has more than {have}"
+                    f" one node, and no node of this cluster has {need}"
                 )
         return ""
 
@@ -108,21 +131,31 @@ class RayLauncher:
         directory of the same name on its own disk would otherwise lose its runs to the table.
         """
         study = Path(study_dir).resolve()
-        study.mkdir(parents=True, exist_ok=True)
-        marker = study / f".ray_check_{uuid.uuid4().hex}"
-        marker.touch()
+        try:
+            study.mkdir(parents=True, exist_ok=True)
+            marker = study / f".ray_check_{uuid.uuid4().hex}"
+            marker.touch()
+        except OSError as err:
+            return f"cannot write to --study_dir {study}: {err.strerror}"
         try:
             nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
             check = ray.remote(num_cpus=0, max_retries=0)(check_shared)
-            tasks = [
-                check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
-                    str(marker), self.cwd, node["NodeManagerAddress"]
-                )
+            tasks = {
+                node["NodeManagerAddress"]: check.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                ).remote(str(marker), self.cwd, node["NodeManagerAddress"])
                 for node in nodes
-            ]
-            return next((error for error in ray.get(tasks) if error), "")
+            }
+            for node, task in tasks.items():
+                try:
+                    if error := ray.get(task):
+                        return error
+                except RayError as err:  # e.g. lit_activations is not installed there
+                    cause = str(getattr(err, "cause", err)).strip().splitlines()[-1]
+                    return f"Ray node {node} cannot run the study's tasks: {cause}"
+            return ""
         finally:
-            marker.unlink()
+            marker.unlink(missing_ok=True)
 
 
 def unreachable(address: str | None) -> str:
@@ -161,13 +194,14 @@ def check_shared(marker: str, cwd: str, node: str) -> str:
     return ""
 
 
-def fit_resources(trainer: dict[str, Any], threads: int, cluster_has_gpus: bool) -> tuple[int, int]:
-    """The CPUs and GPUs a fit with this trainer configuration holds: one GPU per device on a GPU, else a CPU
-    per thread of each process.
+def fit_shape(trainer: dict[str, Any], cluster_has_gpus: bool) -> tuple[int, int]:
+    """The processes of a fit with this trainer configuration, and the GPUs it holds (one per device on GPUs).
 
-    >>> fit_resources({"accelerator": "gpu", "devices": 2}, threads=4, cluster_has_gpus=True)
-    (8, 2)
-    >>> fit_resources({"accelerator": "cpu", "devices": "auto"}, threads=1, cluster_has_gpus=True)
+    A fit holds a CPU per thread of each process.
+
+    >>> fit_shape({"accelerator": "gpu", "devices": 2}, cluster_has_gpus=True)
+    (2, 2)
+    >>> fit_shape({"accelerator": "cpu", "devices": "auto"}, cluster_has_gpus=True)
     (1, 0)
     """
     devices = trainer.get("devices", "auto")
@@ -181,7 +215,7 @@ def fit_resources(trainer: dict[str, Any], threads: int, cluster_has_gpus: bool)
         processes = 1
     accelerator = str(trainer.get("accelerator", "auto"))
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and cluster_has_gpus)
-    return threads * processes, processes if on_gpu else 0
+    return processes, processes if on_gpu else 0
 
 
 def _fit_task(arguments: list[str], threads: int, cwd: str) -> tuple[int | None, list[str]]:

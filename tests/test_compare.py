@@ -2,14 +2,16 @@
 
 import argparse
 import csv
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 
 import pytest
 from matplotlib.image import imread
 
-from lit_activations.compare import _fit_arguments, _grid, _names, compare_main
+from lit_activations.compare import LocalLauncher, _fit_arguments, _grid, _names, compare_main
 from lit_activations.events import read_scalars
 
 from runs import fit
@@ -103,3 +105,43 @@ def test_grid_options_come_from_the_command_line_or_a_yaml_file(tmp_path):
     for bad in ("model.optimizer.lr=0.1", "model.optimizer.lr=[]", "=[1]", "nothing.yaml"):
         with pytest.raises(argparse.ArgumentTypeError, match=r"expected OPTION=|cannot read the grid file"):
             _grid(bad)
+
+
+class CtrlCLauncher:
+    """The study's fits as a user stops them: Ctrl-C comes once the first fit has started, and a fit runs until told
+    to stop. The fit's own checks (``--print_config``) run as usual."""
+
+    cpus = default_jobs = 1
+
+    def __init__(self, context) -> None:
+        self.local = LocalLauncher(context)
+        self.started = 0
+        self.stopped = threading.Event()
+
+    def run(self, arguments, threads, setting=None):
+        if "--print_config" in arguments:
+            return self.local.run(arguments, threads)
+        self.started += 1
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # to the thread waiting for the fits
+        assert self.stopped.wait(timeout=30), "interrupt() never came"
+        return 1, ["Detected KeyboardInterrupt, attempting graceful shutdown ..."]
+
+    def interrupt(self) -> None:
+        self.stopped.set()
+
+    def close(self) -> None:
+        pass
+
+
+def test_ctrl_c_stops_the_running_fit_starts_no_queued_one_and_marks_nothing_finished(tmp_path, monkeypatch, capsys):
+    launchers = []
+    monkeypatch.setattr(
+        "lit_activations.compare.LocalLauncher", lambda c: launchers.append(CtrlCLauncher(c)) or launchers[-1]
+    )
+    study = ["--activations", "relu,tanh", "--seeds", "0,1", "--vectorize=false", "--jobs", "1", "--data.n_samples=200"]
+    assert compare_main(study) == 130
+    assert launchers[-1].stopped.is_set() and launchers[-1].started == 1  # told to stop; the 3 queued fits never ran
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "interrupted: the finished runs are kept in logs/study; the same command trains the others"
+    )
+    assert not list((tmp_path / "logs").rglob("finished")) and not (tmp_path / "logs" / "study" / "results.md").exists()

@@ -5,6 +5,7 @@ start it on each machine; they meet at 127.0.0.1. What two nodes train must be w
 trains, and only global rank 0 writes the run.
 """
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -21,7 +22,8 @@ TUTORIAL = str(REPO / "configs" / "tutorial.yaml")
 ARGS = ["--config", TUTORIAL, "--model.activation=tanh", "--trainer.max_epochs=2", *QUIET]
 NODES = ["--trainer.accelerator=cpu", "--trainer.strategy=ddp", "--trainer.devices=1", "--trainer.num_nodes=2"]
 # A launcher's variables left in this environment (a test run inside a SLURM job) must not reach the nodes.
-CLEAN = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "RANK", "WORLD_SIZE", "LOCAL_"))}
+LAUNCHERS = ("SLURM_", "MASTER_", "RANK", "WORLD_SIZE", "LOCAL_", "NODE_RANK", "GROUP_RANK", "TORCHELASTIC_")
+CLEAN = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHERS)}
 
 
 def free_port(low: int = 1024, high: int = 65535) -> int:
@@ -36,12 +38,19 @@ def free_port(low: int = 1024, high: int = 65535) -> int:
 
 
 def run_nodes(commands: list[list[str]], envs: list[dict[str, str]], cwd: Path) -> None:
-    """Start every node's command at once, as on separate machines, and wait for all of them."""
-    nodes = [subprocess.Popen(c, cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for c, e in zip(commands, envs, strict=True)]  # fmt: skip
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    """Start every node's command at once, as on separate machines, and wait for all of them (none outlives it)."""
+    outputs = [cwd / f"node_{rank}.log" for rank in range(len(commands))]  # files: a full pipe cannot stall a node
+    with contextlib.ExitStack() as files:
+        nodes = [subprocess.Popen(c, cwd=cwd, env=e, stdout=files.enter_context(o.open("w")), stderr=subprocess.STDOUT)
+                 for c, e, o in zip(commands, envs, outputs, strict=True)]  # fmt: skip
+        try:
+            for node in nodes:
+                node.wait(timeout=300)
+        finally:
+            for node in nodes:
+                node.kill()
     for rank, (node, output) in enumerate(zip(nodes, outputs, strict=True)):
-        assert node.returncode == 0, f"node {rank}:\n{output[-3000:]}"
+        assert node.returncode == 0, f"node {rank}:\n{output.read_text()[-3000:]}"
 
 
 def assert_trains_like_one_process(cwd: Path) -> None:

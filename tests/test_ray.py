@@ -1,18 +1,20 @@
 """``compare --launcher ray`` on a real local Ray instance (2 CPUs), against the local launcher."""
 
 import csv
+import multiprocessing
 import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+from lit_activations.cli import cli_main  # noqa: F401  (imported here, so forked fits need not import it)
 from lit_activations.compare import compare_main
 from lit_activations.events import read_scalars
 
 ray = pytest.importorskip("ray")  # the `ray` extra, which the dev install includes
 
-from lit_activations.ray_launcher import RayLauncher, check_shared, fit_resources, unreachable  # noqa: E402
+from lit_activations.ray_launcher import RayLauncher, _fit_task, check_shared, fit_shape, unreachable  # noqa: E402
 
 # relu learns; killer.Killer kills the process it runs in at its first training step: a worker dying mid-fit.
 KILLER = """
@@ -62,6 +64,14 @@ def test_a_study_on_ray_equals_the_local_one_and_a_dead_worker_loses_only_its_ru
     assert capsys.readouterr().out.count("skipped (finished before)") == 2 and not ray.is_initialized()
     assert (tmp_path / "on_ray" / "results.md").read_text().splitlines() == before  # the header and relu's row
 
+    # --fresh with a cluster that is not there: one line, and the old runs are still whole
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    files = {p: p.read_bytes() for p in (tmp_path / "on_ray").rglob("*") if p.is_file()}
+    fresh = ["--activations", "relu", *STUDY, "--study_dir", "on_ray", "--launcher", "ray", "--ray_address", "auto"]
+    assert compare_main([*fresh, "--fresh"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: cannot join the Ray cluster at --ray_address auto: ")
+    assert {p: p.read_bytes() for p in (tmp_path / "on_ray").rglob("*") if p.is_file()} == files
+
 
 def test_without_ray_installed_the_launcher_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails and find_spec finds nothing, as without it
@@ -85,28 +95,40 @@ def test_a_node_that_does_not_share_the_study_directory_is_named(tmp_path):
     )
 
 
-def test_a_fit_holds_a_gpu_per_device_on_gpus_and_a_cpu_per_thread_of_each_process():
-    assert fit_resources({"accelerator": "cpu", "devices": 2}, threads=3, cluster_has_gpus=True) == (6, 0)
-    assert fit_resources({"accelerator": "cuda", "devices": [0, 1]}, threads=1, cluster_has_gpus=True) == (2, 2)
-    assert fit_resources({"accelerator": "auto", "devices": "auto"}, threads=2, cluster_has_gpus=True) == (2, 1)
-    assert fit_resources({"accelerator": "auto", "devices": "auto"}, threads=2, cluster_has_gpus=False) == (2, 0)
-    assert fit_resources({"accelerator": "gpu", "devices": "0,1,2"}, threads=1, cluster_has_gpus=True) == (3, 3)
+def test_a_fit_holds_a_gpu_per_device_on_gpus_and_its_processes_count():
+    assert fit_shape({"accelerator": "cpu", "devices": 2}, cluster_has_gpus=True) == (2, 0)
+    assert fit_shape({"accelerator": "cuda", "devices": [0, 1]}, cluster_has_gpus=True) == (2, 2)
+    assert fit_shape({"accelerator": "auto", "devices": "auto"}, cluster_has_gpus=True) == (1, 1)
+    assert fit_shape({"accelerator": "auto", "devices": "auto"}, cluster_has_gpus=False) == (1, 0)
+    assert fit_shape({"accelerator": "gpu", "devices": "0,1,2"}, cluster_has_gpus=True) == (3, 3)
+
+
+def launcher_on(nodes: list[tuple[int, int]], trainer: dict) -> RayLauncher:
+    """A RayLauncher's view of a cluster of ``nodes`` (CPUs, GPUs), without starting Ray."""
+    launcher = object.__new__(RayLauncher)
+    launcher.nodes, launcher.requested = nodes, {"": {"trainer": trainer}}
+    launcher.cpus, launcher.gpus = sum(c for c, _ in nodes), sum(g for _, g in nodes)
+    return launcher
 
 
 @pytest.mark.parametrize(
-    ("trainer", "message"),
+    ("nodes", "trainer", "message"),
     [
-        ({"accelerator": "gpu", "devices": 1}, "invalid trainer.devices 1 for --launcher ray: a fit runs on one node,"
-         " and no node of this cluster has more than 0 GPUs"),
-        ({"accelerator": "cpu", "devices": 4}, "no node of this cluster has more than 2 CPUs"),
-        ({"accelerator": "cpu", "devices": 2}, ""),
+        ([(2, 0)], {"accelerator": "gpu", "devices": 1}, "invalid trainer.devices 1 for --launcher ray: a fit runs on"
+         " one node, and no node of this cluster has 1 CPUs and 1 GPUs"),
+        ([(2, 0)], {"accelerator": "cpu", "devices": 4}, "no node of this cluster has 4 CPUs"),
+        ([(16, 0), (8, 1), (8, 1)], {"accelerator": "gpu", "devices": 2}, "has 2 CPUs and 2 GPUs"),  # GPUs on 2 nodes
+        ([(2, 0)], {"accelerator": "cpu", "devices": 2}, ""),
     ],
 )  # fmt: skip
-def test_a_fit_no_node_can_hold_is_refused_rather_than_left_waiting(trainer, message):
-    launcher = object.__new__(RayLauncher)  # the cluster's figures by hand: 2 CPUs a node, no GPU
-    launcher.gpus, launcher.node_gpus, launcher.node_cpus = 0, 0, 2
-    launcher.requested = {"": {"trainer": trainer}}
-    assert launcher._infeasible().endswith(message)
+def test_a_fit_no_node_can_hold_is_refused_rather_than_left_waiting(nodes, trainer, message):
+    assert launcher_on(nodes, trainer)._infeasible().endswith(message)
+
+
+def test_on_a_mixed_cluster_a_gpu_fit_takes_the_cores_of_a_gpu_node():
+    launcher = launcher_on([(16, 0), (8, 1), (8, 1)], {"accelerator": "gpu", "devices": 1})
+    assert launcher._node_cpus(1, 1) == 8 and launcher._node_cpus(1, 0) == 16  # not the CPU-only head's 16
+    assert launcher.default_jobs == 2  # one fit per GPU
 
 
 def test_an_address_where_nothing_answers_is_one_line_not_a_wait_for_ever():
@@ -121,3 +143,29 @@ def test_an_address_where_nothing_answers_is_one_line_not_a_wait_for_ever():
         listening.listen()
         assert unreachable(f"127.0.0.1:{listening.getsockname()[1]}") == ""
     assert unreachable("auto") == unreachable(None) == unreachable("ray://head:10001") == ""
+
+
+def run_task_body(arguments: list[str], cwd: str, results) -> None:
+    results.send(_fit_task(arguments, 1, cwd))
+
+
+def test_a_ray_task_reports_the_fits_own_output_and_exit_status(tmp_path):
+    """What a fit prints comes back from its Ray task as from a local process: a user's bug with its traceback, a
+    mistyped option as its one line and status 2 (the task's body, in a process forked from this one, without Ray)."""
+    (tmp_path / "buggy.py").write_text(
+        "import torch\n\nclass Buggy(torch.nn.Module):\n    def forward(self, x):\n"
+        "        raise ValueError('a bug in my activation')\n"
+    )
+    outcomes = []
+    for arguments in (["fit", "--model.activation=buggy.Buggy"], ["fit", "--model.activation=relu7"]):
+        receive, send = multiprocessing.Pipe(duplex=False)
+        fork = multiprocessing.get_context("fork")  # from this process, which has imported Lightning (cli_main)
+        process = fork.Process(target=run_task_body, args=(arguments, str(tmp_path), send))
+        process.start()
+        outcomes.append(receive.recv())
+        process.join()
+    (bug_status, bug_lines), (typo_status, typo_lines) = outcomes
+    assert bug_status == 1 and "Traceback (most recent call last):" in bug_lines
+    assert bug_lines[-1] == "ValueError: a bug in my activation"
+    assert typo_status == 2 and typo_lines[-1].startswith("error: unknown activation 'relu7'")
+    assert "Traceback" not in "\n".join(typo_lines)
