@@ -236,9 +236,9 @@ def _run_fits(
         def submit(cells: list[Run]) -> None:
             running[pool.submit(_fit, cells, fit_args, args.study_dir, threads, launcher)] = cells
 
-        for cells in fits:
-            submit(cells)
         try:
+            for cells in fits:
+                submit(cells)
             while running:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
