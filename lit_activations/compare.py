@@ -180,7 +180,7 @@ def compare_main(argv: list[str]) -> int:
         return 130
     finally:
         launcher.close()
-    print(f"{len(runs)} runs in {time.monotonic() - started:.1f} s", flush=True)
+    print(f"{len(runs)} run{'s' * (len(runs) != 1)} in {time.monotonic() - started:.1f} s", flush=True)
     finished = [run for run in runs if not run.error]
     with context.Pool(min(os.cpu_count() or 1, max(1, len(finished)))) as pool:  # 0.3 s a run: on every core
         for run, scalars in zip(finished, pool.map(read_scalars, [r.directory for r in finished]), strict=True):
