@@ -2,16 +2,28 @@
 
 import argparse
 import csv
+import json
 import signal
 import statistics
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from matplotlib.image import imread
 
-from lit_activations.compare import LocalLauncher, _fit_arguments, _grid, _names, compare_main
+from lit_activations.compare import (
+    LocalLauncher,
+    Run,
+    _fit_arguments,
+    _grid,
+    _names,
+    _Progress,
+    _run_fits,
+    _split,
+    compare_main,
+)
 from lit_activations.events import read_scalars
 
 from runs import fit
@@ -145,3 +157,41 @@ def test_ctrl_c_stops_the_running_fit_starts_no_queued_one_and_marks_nothing_fin
         "interrupted: the finished runs are kept in logs/study; the same command trains the others"
     )
     assert not list((tmp_path / "logs").rglob("finished")) and not (tmp_path / "logs" / "study" / "results.md").exists()
+
+
+class ScriptedLauncher:
+    """Fits that fail whenever a cell named in ``failing`` is among their members, as a crashing member would."""
+
+    cpus = default_jobs = 2
+
+    def __init__(self, failing: set[str]) -> None:
+        self.failing, self.fits = failing, []
+
+    def run(self, arguments, threads, setting=None):
+        members = json.loads(next(a for a in arguments if a.startswith("--members.activations=")).partition("=")[2])
+        cells = [f"{m['name']}/{s}" for m in members for s in m["seeds"]]
+        self.fits.append(cells)
+        if self.failing & set(cells):
+            return 1, ["error: a member crashed"]
+        run_dir = next(a for a in arguments if a.startswith("--members.run_dir=")).partition("=")[2]
+        for m in members:  # what a fit writes: each member's run directory
+            for seed in m["seeds"]:
+                Path(run_dir.format(activation=m["name"], seed=seed)).mkdir(parents=True)
+        return 0, []
+
+    def interrupt(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failed_fit_of_several_cells_is_retried_cell_by_cell_so_only_the_bad_cell_fails(tmp_path):
+    launcher = ScriptedLauncher(failing={"tanh/1"})
+    runs = [Run(a, s, tmp_path / a / f"seed_{s}") for a in ("relu", "tanh") for s in (0, 1)]
+    args = argparse.Namespace(jobs=2, study_dir=tmp_path)
+    _run_fits(_split(runs, 2), args, [], launcher, _Progress(len(runs)))
+    assert launcher.fits == [["relu/0", "relu/1"], ["tanh/0", "tanh/1"], ["tanh/0"], ["tanh/1"]]
+    assert [run.error for run in runs] == ["", "", "", "error: a member crashed"]
+    assert sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("finished")) == [
+        "relu/seed_0", "relu/seed_1", "tanh/seed_0"]  # fmt: skip
