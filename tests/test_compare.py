@@ -191,7 +191,7 @@ def test_a_failed_fit_of_several_cells_is_retried_cell_by_cell_so_only_the_bad_c
     runs = [Run(a, s, tmp_path / a / f"seed_{s}") for a in ("relu", "tanh") for s in (0, 1)]
     args = argparse.Namespace(jobs=2, study_dir=tmp_path)
     _run_fits(_split(runs, 2), args, [], launcher, _Progress(len(runs)))
-    assert launcher.fits == [["relu/0", "relu/1"], ["tanh/0", "tanh/1"], ["tanh/0"], ["tanh/1"]]
+    assert sorted(launcher.fits) == [["relu/0", "relu/1"], ["tanh/0"], ["tanh/0", "tanh/1"], ["tanh/1"]]  # 2 at a time
     assert [run.error for run in runs] == ["", "", "", "error: a member crashed"]
     assert sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("finished")) == [
         "relu/seed_0", "relu/seed_1", "tanh/seed_0"]  # fmt: skip
