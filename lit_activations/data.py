@@ -63,6 +63,11 @@ class PlaneDataModule(LightningDataModule):
         grid_size: int = 100,
     ) -> None:
         super().__init__()
+        if type(self).draw is PlaneDataModule.draw:  # the base class, or a subclass that draws nothing
+            raise ConfigError(
+                f"invalid data {type(self).__name__}: it draws no points; choose CirclesDataModule, MoonsDataModule,"
+                " SpiralsDataModule or a subclass that implements draw(n_samples, seed)"
+            )
         _check(n_samples >= 2, "n_samples", n_samples, "an integer >= 2")
         _check(batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
         _check(grid_size >= 2, "grid_size", grid_size, "an integer >= 2")
@@ -82,7 +87,7 @@ class PlaneDataModule(LightningDataModule):
     def draw(self, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """The points (n_samples, 2) and their classes 0 … num_classes - 1 (n_samples,), drawn from ``seed``:
         the one method to write."""
-        raise NotImplementedError(f"{type(self).__name__} must implement draw(n_samples, seed)")
+        raise NotImplementedError  # never reached: __init__ refuses a class without its own draw
 
     def setup(self, stage: str) -> None:
         if self._splits:

@@ -168,6 +168,7 @@ def test_configs_stack_and_flags_override_them(capsys):
         (["--model.hidden_sizes=5,5"], 'Parser key "model.hidden_sizes": expected a list in brackets, e.g. [5, 5]'),
         (["--data=MoonsDataModule", "--data.factor=0.3"], "Option 'data.factor' is not accepted by MoonsDataModule"),
         (["--data=SpiralsOfDoom"], 'Parser key "data"'),
+        (["--data=PlaneDataModule"], "invalid data PlaneDataModule: it draws no points; choose CirclesDataModule,"),
         (
             ["--model.num_classes=3"],
             "model.num_classes is the data module's num_classes, not an option of its own;"
