@@ -18,17 +18,26 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_only
 
 from lit_activations.callbacks import ActivationMonitor
 from lit_activations.checkpoint import PeriodicCheckpoint
 from lit_activations.data import PlaneDataModule
 from lit_activations.divergence import DivergenceGuard, TrainingDiverged
+from lit_activations import lock
 from lit_activations.errors import ConfigError
 from lit_activations.logger import TensorBoardRunLogger
 from lit_activations.members import expand_members, fit_name, member_run_dirs
 from lit_activations.model import ActivationMLP
 from lit_activations.parser import TerseArgumentParser, config_files_in_use
-from lit_activations.resume import checkpoint_to_resume, refuse_changes, run_of
+from lit_activations.resume import (
+    checkpoint_file,
+    last_checkpoint,
+    last_run,
+    refuse_changes,
+    refuse_member_checkpoint,
+    run_of,
+)
 from lit_activations.run_summary import RunSummary
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run: noise, not the user's concern.
@@ -179,49 +188,92 @@ class ActivationCLI(LightningCLI):
         where = runs[0] if len(runs) == 1 else f"{len(runs)} runs under {logger.log_dir}"
         print(f"Saved {where}; to look at it: tensorboard --logdir {logger.save_dir}", flush=True)
 
+    def _parse_ckpt_path(self) -> None:
+        """Nothing: the configuration of a checkpoint's run is restored in ``parse_arguments`` instead.
+
+        Lightning's own version (``lightning/pytorch/cli.py``) parses the checkpoint's hyperparameters over
+        the configuration, which resets what they do not hold (the optimizer, which ``ActivationMLP`` takes as
+        an argument) to its defaults: a run of ``configs/tutorial.yaml`` would resume with lr 1e-3.
+        """
+
     def _resume_run(self, parser: LightningArgumentParser, argv: list[str]) -> None:
         """Continue the checkpoint's run, in its own directory and with its own configuration (``resume.py``).
 
         The run's ``config.yaml`` is read first and the command's flags after it, so a bare ``fit
         --ckpt_path PATH`` resumes exactly; flags that would change the experiment are refused before
-        anything in the run directory is touched. Events the interrupted run wrote after the
-        checkpoint's step are purged from TensorBoard's view. A checkpoint outside a run directory
-        continues training in a new one.
+        anything in the run directory is touched, and so is a run that another process is training.
+        Events the interrupted run wrote after the checkpoint's step are purged from TensorBoard's view.
+        With ``last``, a run that stopped before its first checkpoint starts over in its own directory.
+        A checkpoint outside a run directory continues training in a new one.
         """
         logger = self.config.fit.trainer.logger
         if not (isinstance(logger, Namespace) and logger.class_path.endswith(TensorBoardRunLogger.__name__)):
             return
-        checkpoint = checkpoint_to_resume(self.config.fit.ckpt_path, logger.init_args.save_dir, logger.init_args.name)
-        run = run_of(checkpoint) if checkpoint is not None else None
-        if run is None:
-            return
+        ckpt_path = self.config.fit.ckpt_path
+        if ckpt_path == "last":
+            run = last_run(logger.init_args.save_dir, logger.init_args.name)
+            checkpoint = last_checkpoint(run) if run is not None else None
+            if run is None:
+                _say(f"no run under {Path(logger.init_args.save_dir, logger.init_args.name)} to resume: a new run")
+                self.config.fit.ckpt_path = None
+                return
+        else:
+            checkpoint = checkpoint_file(ckpt_path)
+            run = run_of(checkpoint) if checkpoint is not None else None
+            if run is None:
+                return
+        if checkpoint is not None:
+            refuse_member_checkpoint(checkpoint)
+        if rank_zero_only.rank == 0 and not lock.hold(run):
+            raise ConfigError(f"cannot resume {run}: another process is training it; wait for it to end")
         saved = parser.parse_args(["fit", "--config", str(run / "config.yaml")]).fit
-        fit = argv.index("fit")
-        self.config = parser.parse_args([*argv[: fit + 1], "--config", str(run / "config.yaml"), *argv[fit + 1 :]])
+        self.config = _parsed_under(parser, argv, "fit", str(run / "config.yaml"))
         refuse_changes(run, saved, self.config.fit, checkpoint)
+        # config.yaml keeps recording the run: what it was trained with, and only the changes the flags asked for
+        record = copy.deepcopy(self.config.fit)
+        record.trainer.logger, record.ckpt_path = saved.trainer.logger, saved.ckpt_path
+        self.save_config_kwargs["record"] = record
         logger = self.config.fit.trainer.logger  # pointed at the run: <save_dir>/<name>/<version>
         logger.init_args.save_dir, logger.init_args.name = str(run.parent.parent), run.parent.name
         version = run.name.removeprefix("version_")
         logger.init_args.version = int(version) if version.isdigit() else run.name
+        if checkpoint is None:  # stopped before its first checkpoint: all of its events are hidden
+            _say(f"{run} stopped before its first checkpoint: training it again from the start, in place")
+            logger.init_args.purge_step, self.config.fit.ckpt_path = 0, None
+            return
         step = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
         logger.init_args.purge_step = step + 1
         self.config.fit.ckpt_path = str(checkpoint)
-        self.save_config_kwargs["overwrite"] = True  # the run's config.yaml now records the resumed configuration
 
 
 class SaveRunConfigs(SaveConfigCallback):
     """LightningCLI's ``config.yaml`` of the fit, and in each member's run directory that of the single fit it equals.
 
     A member's file is the fit's configuration with the member's activation, arguments and seed and
-    no ``members``: run as a ``fit`` command, it trains the same network.
+    no ``members``: run as a ``fit`` command, it trains the same network. Each file is written whole
+    or not at all (a temporary file renamed over it), so a process killed while writing leaves the
+    run's record as it was.
+
+    Args:
+        record: what a resumed run's files say (``ActivationCLI._resume_run``): the run's own configuration
+            with the changes its flags asked for, not where the resume points the logger and the checkpoint.
+        **kwargs: ``SaveConfigCallback``'s.
     """
+
+    def __init__(self, parser: LightningArgumentParser, config: Namespace, record: Namespace | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(parser, record if record is not None else config, save_to_log_dir=False, **kwargs)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         logger = trainer.logger
-        if not isinstance(logger, TensorBoardRunLogger) or logger.member_runs == [logger]:
+        if not isinstance(logger, TensorBoardRunLogger):
             return
-        # One dump, then plain YAML per member: the parser's own save validates the whole config each time (0.2 s).
-        fit_config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        text = self.parser.dump(self.config, skip_none=False)
+        _write_whole(Path(logger.log_dir) / self.config_filename, text)
+        if logger.member_runs == [logger]:
+            return
+        # One dump, then plain YAML per member: the parser's own dump validates the whole config each time (0.2 s).
+        fit_config = yaml.safe_load(text)
         for member, directory in zip(pl_module.members, logger.member_dirs, strict=True):
             config = copy.deepcopy(fit_config)
             model = config["model"]["init_args"]
@@ -230,7 +282,26 @@ class SaveRunConfigs(SaveConfigCallback):
                 config["seed_everything"] = member.seed
             config["members"] = {"activations": None, "seeds": None, "run_dir": None}
             directory.mkdir(parents=True, exist_ok=True)
-            (directory / self.config_filename).write_text(yaml.safe_dump(config, sort_keys=False))
+            _write_whole(directory / self.config_filename, yaml.safe_dump(config, sort_keys=False))
+
+
+def _parsed_under(parser: LightningArgumentParser, argv: list[str], subcommand: str, config: str) -> Namespace:
+    """``argv`` parsed with ``config`` (a file, or YAML text) read before the command's own arguments."""
+    at = argv.index(subcommand) + 1
+    return parser.parse_args([*argv[:at], "--config", config, *argv[at:]])
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never a part."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _say(text: str) -> None:
+    """One line for the person at the terminal, from one process only."""
+    if rank_zero_only.rank == 0:
+        print(text, file=sys.stderr, flush=True)
 
 
 def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:

@@ -15,6 +15,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from typing_extensions import override
 
+from lit_activations import lock
+
 
 class TensorBoardRunLogger(TensorBoardLogger):
     """A TensorBoardLogger that claims each new ``version_<n>`` directory with an atomic ``mkdir``,
@@ -23,7 +25,8 @@ class TensorBoardRunLogger(TensorBoardLogger):
     Lightning picks the next version by listing the existing ones, so two runs started together can
     both pick ``version_3`` and write into one directory. Here the first to create it wins and the
     other moves on to ``version_4``. The directory is claimed when the run first needs it, never
-    before (a command that fails its checks leaves nothing behind).
+    before (a command that fails its checks leaves nothing behind), and locked until the fit ends
+    (``lit_activations.lock``), so a resume elsewhere can tell a live run from a stopped one.
 
     With ``members``, the fit's own directory keeps what belongs to the whole fit (``config.yaml``,
     ``hparams.yaml``, the checkpoints) and each member writes its events to its own directory, so
@@ -96,6 +99,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         super().finalize(status)
         for run in self._member_runs or []:
             run.finalize(status)
+        lock.release(self.log_dir)
 
     def _get_next_version(self) -> int:
         version = super()._get_next_version()
@@ -106,9 +110,11 @@ class TensorBoardRunLogger(TensorBoardLogger):
         while True:
             try:
                 (runs / f"version_{version}").mkdir()
-                return version
             except FileExistsError:
                 version += 1
+                continue
+            lock.hold(runs / f"version_{version}")  # a live run: `--ckpt_path last` elsewhere leaves it alone
+            return version
 
 
 class _MemberRun(TensorBoardLogger):

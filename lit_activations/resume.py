@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import Namespace
 
 from lit_activations.errors import ConfigError
@@ -23,18 +24,43 @@ EXPERIMENT = ("seed_everything", "model.", "data.", "members.", "trainer.precisi
               "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm")  # fmt: skip
 
 
-def checkpoint_to_resume(ckpt_path: str, save_dir: str | Path, name: str) -> Path | None:
-    """The file ``--ckpt_path`` names: ``last`` is the newest ``last.ckpt`` among the runs under ``save_dir/name``.
+def last_run(save_dir: str | Path, name: str) -> Path | None:
+    """The run ``--ckpt_path last`` continues: of the runs under ``save_dir/name``, the one written to last.
 
-    ``None`` for ``last`` with no run to resume (Lightning then starts afresh, with a warning) and for
-    Lightning's other special values.
+    A run counts if it has its ``config.yaml`` and either a checkpoint or, trained with checkpoints on,
+    none yet (it stopped before its first and starts over in place). ``None`` if there is no such run.
+    """
+    runs = []
+    for run in Path(save_dir, name).glob("version_*"):
+        if not (run / "config.yaml").is_file():
+            continue
+        if last_checkpoint(run) is None and _trained_without_checkpoints(run):
+            continue  # a finished run, not a stopped one
+        runs.append(run)
+    return max(runs, key=_last_written, default=None)
+
+
+def last_checkpoint(run: Path) -> Path | None:
+    """The checkpoint a run continues from: its newest ``last*.ckpt`` (else newest checkpoint) that loads.
+
+    A checkpoint cut short (its process killed while writing it) is passed over for the one before.
+    """
+    files = sorted((run / "checkpoints").glob("*.ckpt"), key=lambda p: (p.name.startswith("last"), p.stat().st_mtime))
+    for path in reversed(files):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - torch raises RuntimeError, EOFError or UnpicklingError for a cut file
+            continue
+        return path
+    return None
+
+
+def checkpoint_file(ckpt_path: str) -> Path | None:
+    """The file ``--ckpt_path`` names; ``None`` for Lightning's special values other than ``last``.
 
     Raises:
         ConfigError: a path that is not a file.
     """
-    if ckpt_path == "last":
-        candidates = list((Path(save_dir) / name).glob("version_*/checkpoints/last*.ckpt"))
-        return max(candidates, key=lambda path: path.stat().st_mtime) if candidates else None
     if ckpt_path in ("best", "hpc", "registry"):
         return None
     path = Path(ckpt_path)
@@ -44,10 +70,16 @@ def checkpoint_to_resume(ckpt_path: str, save_dir: str | Path, name: str) -> Pat
 
 
 def run_of(checkpoint: Path) -> Path | None:
-    """The run directory a checkpoint was saved in (``<run>/checkpoints/…``, with its ``config.yaml``), if any.
+    """The run directory a checkpoint was saved in (``<run>/checkpoints/…``, with its ``config.yaml``), if any."""
+    run = checkpoint.parent.parent if len(checkpoint.parts) >= 3 else checkpoint.resolve().parent.parent
+    return run if checkpoint.parent.name == "checkpoints" and (run / "config.yaml").is_file() else None
+
+
+def refuse_member_checkpoint(checkpoint: Path) -> None:
+    """Raise for the checkpoint of one member of a fit, which holds no optimizer state to resume.
 
     Raises:
-        ConfigError: the checkpoint of one member of a fit, which holds no optimizer state to resume.
+        ConfigError: a member's checkpoint.
     """
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if "member_of" in saved:
@@ -55,21 +87,24 @@ def run_of(checkpoint: Path) -> Path | None:
             f"invalid ckpt_path {str(checkpoint)!r}: it holds one member's model, for validate, test and predict;"
             f" resume the whole fit from {saved['member_of']}"
         )
-    run = checkpoint.parent.parent if len(checkpoint.parts) >= 3 else checkpoint.resolve().parent.parent
-    return run if checkpoint.parent.name == "checkpoints" and (run / "config.yaml").is_file() else None
 
 
-def refuse_changes(run: Path, saved: Namespace, resumed: Namespace, checkpoint: Path) -> None:
+def changed_options(saved: Namespace, given: Namespace, keys: tuple[str, ...] = EXPERIMENT) -> list[str]:
+    """The options under ``keys`` whose values differ between two configurations, as flattened keys."""
+    before, after = flatten(saved.as_dict()), flatten(given.as_dict())
+    return [k for k in sorted(set(before) | set(after)) if k.startswith(keys) and before.get(k) != after.get(k)]
+
+
+def refuse_changes(run: Path, saved: Namespace, resumed: Namespace, checkpoint: Path | None) -> None:
     """Raise if resuming ``run`` with the ``resumed`` configuration would change its experiment or train nothing.
 
     Raises:
         ConfigError: an option of ``EXPERIMENT`` that differs from the run's ``saved`` configuration, or a
             ``trainer.max_epochs`` that the checkpoint has already reached.
     """
-    before, after = flatten(saved.as_dict()), flatten(resumed.as_dict())
-    keys = sorted(set(before) | set(after))
-    changed = [key for key in keys if key.startswith(EXPERIMENT) and before.get(key) != after.get(key)]
+    changed = changed_options(saved, resumed)
     if changed:
+        before, after = flatten(saved.as_dict()), flatten(resumed.as_dict())
         key, more = (
             changed[0],
             f" (and {len(changed) - 1} more: {', '.join(map(option, changed[1:]))})" if changed[1:] else "",
@@ -78,6 +113,8 @@ def refuse_changes(run: Path, saved: Namespace, resumed: Namespace, checkpoint: 
             f"cannot resume {run} with {option(key)}={after.get(key)!r}: it was trained with {before.get(key)!r}{more};"
             " drop the flag to continue the run as it was, or leave out --ckpt_path to start a new run"
         )
+    if checkpoint is None:  # it starts over
+        return
     trained = torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] + 1
     max_epochs = resumed.trainer.max_epochs
     if max_epochs is not None and max_epochs != -1 and max_epochs <= trained:
@@ -109,3 +146,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _trained_without_checkpoints(run: Path) -> bool:
+    trainer = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("trainer") or {}
+    return trainer.get("enable_checkpointing") is False
+
+
+def _last_written(run: Path) -> float:
+    return max((p.stat().st_mtime for p in run.rglob("*") if p.is_file()), default=0.0)

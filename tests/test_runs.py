@@ -13,7 +13,7 @@ import yaml
 
 from lit_activations.events import read_scalars
 
-from runs import QUIET, fit
+from runs import QUIET, REPO, fit
 
 SMALL = ("--data.n_samples=200", "--model.activation=tanh")  # 160 training points: 5 steps per epoch
 
@@ -159,3 +159,75 @@ def test_a_members_own_checkpoint_or_a_missing_file_is_no_checkpoint_to_resume(t
         with pytest.raises(SystemExit):
             fit(f"--ckpt_path={path}", "--trainer.max_epochs=3")
         assert message in capsys.readouterr().err
+
+
+TUTORIAL = str(REPO / "configs" / "tutorial.yaml")
+
+
+@pytest.mark.parametrize("members", [(), ("--members.activations=[relu, tanh]", "--members.seeds=[0, 1]")],
+                         ids=["one run", "members"])  # fmt: skip
+def test_a_resume_with_a_config_file_keeps_the_runs_record_and_every_later_resume_is_accepted(tmp_path, members):
+    command = ("--config", TUTORIAL, "--data.n_samples=200", *members)  # the tutorial's Adam: lr 1e-4, fused
+    fit_dir = Path(fit(*command, "--trainer.max_epochs=2").trainer.logger.log_dir)
+    records = sorted(fit_dir.rglob("config.yaml"))
+    assert len(records) == (5 if members else 1)
+    before = {path: path.read_text() for path in records}
+    for epochs in (4, 6):
+        resumed = fit(*command, f"--trainer.max_epochs={epochs}", "--ckpt_path=last")
+        assert Path(resumed.trainer.logger.log_dir) == fit_dir and resumed.trainer.current_epoch == epochs
+        optimizer = resumed.trainer.optimizers[0]
+        assert optimizer.defaults["lr"] == 1e-4 and optimizer.defaults["fused"] is True
+        for path, text in before.items():  # byte for byte, but for the one option the command changed
+            assert path.read_text() == text.replace("max_epochs: 2\n", f"max_epochs: {epochs}\n")
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_runs_killed_at_any_moment_resume_to_what_an_uninterrupted_fit_logs(tmp_path):
+    """kill -9 before the first checkpoint, after one, and during a resume: each later resume is accepted, the
+    records stay byte-identical and the logged curves end as those of a fit never interrupted."""
+    command = ("--config", TUTORIAL, "--members.activations=[relu, tanh]", "--checkpoint.every_n_epochs=5",
+               "--trainer.max_epochs=40", "--summary=null")  # fmt: skip
+    fit_dir = tmp_path / "logs" / "members" / "version_0"
+    members = [fit_dir / "relu", fit_dir / "tanh"]
+
+    def start(*extra: str) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "lit_activations", "fit", *QUIET, *command, *extra]
+        return subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def events() -> list[Path]:
+        return sorted(p for run in members for p in run.glob("events.out.tfevents.*"))
+
+    first = start()  # killed as soon as it trains: before its first checkpoint
+    wait_for(lambda: len(events()) == 2 and all((run / "config.yaml").exists() for run in members))
+    first.kill()
+    first.wait()
+    records = {path: path.read_text() for path in fit_dir.rglob("config.yaml")}
+    assert len(records) == 3
+
+    again = start("--ckpt_path=last")  # starts over in place, killed after a checkpoint
+    wait_for(lambda: (fit_dir / "checkpoints" / "last.ckpt").exists())
+    again.kill()
+    assert "stopped before its first checkpoint: training it again from the start, in place" in again.stderr.read()
+    seen = len(events())
+    during = start("--ckpt_path=last")  # killed during its resume, once it has written its events
+    wait_for(lambda: len(events()) > seen)
+    during.kill()
+    during.wait()
+    finished = start("--ckpt_path=last")
+    assert finished.wait(timeout=300) == 0, finished.stderr.read()
+
+    assert sorted(p.name for p in fit_dir.parent.iterdir()) == ["version_0"]
+    assert {path: path.read_text() for path in fit_dir.rglob("config.yaml")} == records
+    uninterrupted = fit(*command, f"--trainer.logger.init_args.save_dir={tmp_path / 'once'}")
+    for run, reference in zip(members, uninterrupted.trainer.logger.member_dirs, strict=True):
+        ours, theirs = read_scalars(run), read_scalars(reference)
+        assert {t: v for t, v in ours.items() if not t.startswith("final/")} == {
+            t: v for t, v in theirs.items() if not t.startswith("final/")
+        }
