@@ -1,4 +1,4 @@
-"""``EpochLearningRate``: Lightning's LearningRateMonitor, each epoch's rate logged at the step of the epoch's metrics."""
+"""``EpochLearningRate``: Lightning's LearningRateMonitor, logging each epoch's rate with the epoch's metrics."""
 
 from __future__ import annotations
 
