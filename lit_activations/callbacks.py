@@ -17,7 +17,7 @@ from typing_extensions import override
 from lit_activations import statistics as stats
 from lit_activations.activations import NOT_ELEMENTWISE, elementwise_classes
 from lit_activations.errors import ConfigError
-from lit_activations.logger import member_loggers, write_scalars
+from lit_activations.logger import member_loggers, write_note, write_scalars
 from lit_activations.stacked import MemberActivation
 
 _HISTOGRAM_ROWS = 10_000  # pre-activation rows kept per layer for a histogram
@@ -185,6 +185,12 @@ class ActivationMonitor(Callback):
         )
 
     @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        state = self._state
+        if state.params and not state.activations and not state.candidates:
+            self._note_unseen_activations(trainer, pl_module)
+
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         state = self._state
         if not state.params:
@@ -250,6 +256,8 @@ class ActivationMonitor(Callback):
         self._remove_hooks()
         tallies = {name: t for name, t in state.tallies.items() if t.small is not None}
         state.tallies = {}
+        if not state.activations and not state.candidates:  # the leaf modules tried were not activations either
+            self._note_unseen_activations(trainer, pl_module)
         if not tallies:
             return
         # One all-reduce for every layer's counts, so the fractions describe the whole probe set, then one host sync.
@@ -276,6 +284,20 @@ class ActivationMonitor(Callback):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._remove_hooks()
+
+    def _note_unseen_activations(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Say, once a fit, why the activation tags are missing and how to get them."""
+        if self._state.unseen_noted:
+            return
+        self._state.unseen_noted = True
+        write_note(
+            trainer,
+            "notes/activation_monitor",
+            f"ActivationMonitor: no activation module in {type(pl_module).__name__} (one called as a function, such"
+            " as F.relu in forward, has no module to hook), so its runs get no saturation/, dead_units/,"
+            " activation_mean/ or activation_std/ tags; make each activation a module (nn.ReLU() in __init__), or"
+            " name them with --monitor.activation_pattern",
+        )
 
     def _candidate_hook(self, name: str):
         """On a module not known as an activation: if its first call is element-wise, watch it from this call on."""
@@ -366,7 +388,7 @@ class ActivationMonitor(Callback):
             " the flat tails of sigmoid and tanh (which a slope 0.05 x 0.25 = 0.0125 reaches only beyond |z| = 4.4"
             " for sigmoid); never for identity. --monitor.epsilon sets the factor.",
             f"dead_units/{name}": f"Share of units whose slope is small, {small}, for every sample of the probe"
-            " set: units that never fire.",
+            " set: units that pass no gradient (a ReLU that never fires, a tanh saturated on every input).",
         }
 
     def _log(
@@ -468,6 +490,7 @@ class _RunState:
     described: set[str] = field(default_factory=set)  # modules whose tags carry their description already
     tallies: dict[str, _Tally] = field(default_factory=dict)
     hooks: list[RemovableHandle] = field(default_factory=list)
+    unseen_noted: bool = False  # said that no activation could be watched
 
 
 def _owner(module: nn.Module, member: int) -> nn.Module:

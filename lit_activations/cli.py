@@ -1,10 +1,11 @@
-"""The command line: LightningCLI over ``ActivationMLP`` and any ``PlaneDataModule`` (``--data=...``)."""
+"""The command line: LightningCLI over any LightningModule (``ActivationMLP`` by default) and any data module."""
 
 from __future__ import annotations
 
 import copy
 import logging
 import os
+import pkgutil
 import sys
 import traceback
 import warnings
@@ -15,28 +16,33 @@ import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_activations import lock
 from lit_activations.callbacks import ActivationMonitor
 from lit_activations.checkpoint import PeriodicCheckpoint
-from lit_activations.data import PlaneDataModule
+from lit_activations.data import data_shape
 from lit_activations.divergence import DivergenceGuard, TrainingDiverged
-from lit_activations import lock
 from lit_activations.errors import ConfigError
 from lit_activations.logger import TensorBoardRunLogger
 from lit_activations.members import expand_members, fit_name, member_run_dirs
 from lit_activations.model import ActivationMLP
 from lit_activations.parser import TerseArgumentParser, config_files_in_use
+from lit_activations.predictions import PredictionWriter
 from lit_activations.resume import (
+    changed_options,
     checkpoint_file,
+    flatten,
     last_checkpoint,
     last_run,
+    option,
     refuse_changes,
     refuse_member_checkpoint,
     run_of,
+    trained_configuration,
 )
 from lit_activations.run_summary import RunSummary
 
@@ -45,10 +51,16 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 # DDP copies a gradient into its bucket when the strides differ from the parameter's: MemberLinear's weight gradient
 # comes out of baddbmm transposed. At these sizes the copy costs nothing; the warning would only alarm.
 warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides", category=UserWarning)
+# validate, test and predict restore a checkpoint's weights, not its callbacks' state (configs/evaluate.yaml).
+warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used to create")
+# PredictionWriter counts its rows itself: the batch indices Lightning would track for it are not needed.
+warnings.filterwarnings("ignore", message="Couldn't infer the batch indices fetched from your dataloader")
 # Lightning's advertisements for its cloud services ("💡 Tip: ..."), printed at every fit.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "💡" not in record.getMessage())
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "defaults.yaml"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIGS / "defaults.yaml"
+EVALUATION_CONFIG = CONFIGS / "evaluate.yaml"  # validate, test and predict: over defaults.yaml
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 # Optimizers whose update of each parameter element depends on that element's gradient history only, so
@@ -58,8 +70,9 @@ ELEMENTWISE_OPTIMIZERS = ("SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "R
                           "ASGD")  # fmt: skip
 
 
-# The model's shapes come from the data module (its properties, once it exists).
-LINKED_FROM_DATA = {"data.num_features": "in_features", "data.num_classes": "num_classes"}
+# The model's sizes come from the data module (``data_shape``: what it states, or what its data show).
+LINKED_FROM_DATA = {"in_features": "num_features", "num_classes": "num_classes"}
+EVALUATIONS = ("validate", "test", "predict")
 
 
 class ActivationCLI(LightningCLI):
@@ -68,7 +81,7 @@ class ActivationCLI(LightningCLI):
     Each run is logged under ``<save_dir>/<activation>/version_<n>``: the logger's ``name`` is
     linked to ``model.activation`` so runs of one activation sit together and overlay in TensorBoard.
     A user's mistake, caught by the parser or by a class's own checks, ends in a one-line
-    ``error: ...`` and exit status 2, before anything is written (``JSONARGPARSE_DEBUG=1`` shows the
+    ``error: ...`` and exit status 2, before anything is written (``JSONARGPARSE_DEBUG=true`` shows the
     traceback instead).
 
     ``--members.activations`` and ``--members.seeds`` make the fit train every (activation, seed) of
@@ -82,6 +95,7 @@ class ActivationCLI(LightningCLI):
         parser.add_lightning_class_args(ActivationMonitor, "monitor", subclass_mode=True, required=False)
         parser.add_lightning_class_args(DivergenceGuard, "guard", subclass_mode=True, required=False)
         parser.add_lightning_class_args(RunSummary, "summary", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(PredictionWriter, "predictions", subclass_mode=True, required=False)
         parser.add_argument(
             "--threads", type=int | None, default=None,
             help="torch's CPU threads for this process (default: OMP_NUM_THREADS if set, else 1; under DDP on CPU,"
@@ -110,12 +124,14 @@ class ActivationCLI(LightningCLI):
         )
         parser.link_arguments(member_grid, "model.init_args.members", compute_fn=_member_dicts)
         logger = "trainer.logger.init_args"
-        parser.link_arguments((*member_grid, "members.run_dir"), f"{logger}.members", compute_fn=_run_dirs)
+        parser.link_arguments(
+            (*member_grid, "members.run_dir", "seed_everything"), f"{logger}.members", compute_fn=_run_dirs
+        )
         parser.link_arguments(
             ("model.init_args.activation", "members.activations"), f"{logger}.name", compute_fn=fit_name
         )
-        for source, target in LINKED_FROM_DATA.items():
-            parser.link_arguments(source, f"model.init_args.{target}", apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.in_features", compute_fn=_features, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.num_classes", compute_fn=_classes, apply_on="instantiate")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
         # `--monitor=null` leaves None among the callbacks LightningCLI collects (cli.py, instantiate_trainer).
@@ -140,22 +156,26 @@ class ActivationCLI(LightningCLI):
         argv = sys.argv[1:] if args is None else args
         argv = argv if isinstance(argv, list) else []
         config_files_in_use(argv)
-        for source, target in LINKED_FROM_DATA.items():  # the parser drops a linked target's value without a word
+        for target, source in LINKED_FROM_DATA.items():  # the parser drops a linked target's value without a word
             given = (f"--model.{target}", f"--model.init_args.{target}")
             if any(arg == flag or arg.startswith(f"{flag}=") for arg in argv for flag in given):
                 parser.error(
-                    f"model.{target} is the data module's {source.partition('.')[2]}, not an option of its own;"
+                    f"model.{target} is the data module's {source}, not an option of its own;"
                     " choose the data instead, e.g. --data=SpiralsDataModule --data.num_classes=3"
                 )
         super().parse_arguments(parser, args)
-        if self.config.get("subcommand") == "fit" and self.config.fit.ckpt_path:
-            try:
+        subcommand = self.config.get("subcommand")
+        try:
+            if subcommand == "fit" and self.config.fit.ckpt_path:
                 self._resume_run(parser, argv)
-            except ConfigError as err:
-                parser.error(str(err), err)
+            elif subcommand in EVALUATIONS and self.config[subcommand].ckpt_path:
+                self._evaluate_checkpoint(parser, argv, subcommand)
+            _fit_the_model(self._own_config())
+        except ConfigError as err:
+            parser.error(str(err), err)
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
+        config = self._own_config()
         if config.threads is not None:
             os.environ["OMP_NUM_THREADS"] = str(config.threads)  # DDP's launcher then keeps it for every process
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
@@ -163,8 +183,7 @@ class ActivationCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-            if isinstance(self.datamodule, PlaneDataModule):
-                self.datamodule.check_world_size(self.trainer.world_size)
+            _check_sharding(self.datamodule, self.trainer, self._own_config().trainer.use_distributed_sampler)
             _check_training(self.model, self.trainer)
         except Exception as err:
             # A value the classes' own checks refuse (not a bug in anyone's code): report like a parse error.
@@ -187,6 +206,63 @@ class ActivationCLI(LightningCLI):
         runs = logger.member_dirs
         where = runs[0] if len(runs) == 1 else f"{len(runs)} runs under {logger.log_dir}"
         print(f"Saved {where}; to look at it: tensorboard --logdir {logger.save_dir}", flush=True)
+
+    def _own_config(self) -> Namespace:
+        """The configuration of the subcommand (all of it when the CLI runs none, ``run=False``)."""
+        subcommand = self.config.get("subcommand")
+        return self.config[subcommand] if subcommand else self.config
+
+    def after_validate(self) -> None:
+        self._print_metrics("val")
+
+    def after_test(self) -> None:
+        self._print_metrics("test")
+
+    def _print_metrics(self, stage: str) -> None:
+        """The evaluated metrics as a table, a row per member. Another LightningModule's metrics are those it
+        logs with ``self.log``, which Lightning prints itself."""
+        rows = getattr(self.model, "last_epoch_metrics", None)
+        if not self.trainer.is_global_zero or not rows:
+            return
+        tags = sorted({tag for row in rows for tag in row if tag.startswith(f"{stage}/")})
+        labels = [member.label for member in self.model.members]
+        width = max(len("run"), *map(len, labels))
+        ckpt = self.config[self.subcommand].ckpt_path
+        lines = [f"{self.subcommand} {ckpt if ckpt else '(no checkpoint: the initial weights)'}"]
+        lines.append(f"{'run':<{width}}" + "".join(f"  {tag:>10}" for tag in tags))
+        lines += [f"{label:<{width}}" + "".join(f"  {row[tag]:>10.4f}" for tag in tags) for label, row in
+                  zip(labels, rows, strict=True)]  # fmt: skip
+        print("\n".join(lines), flush=True)
+
+    def _evaluate_checkpoint(self, parser: LightningArgumentParser, argv: list[str], subcommand: str) -> None:
+        """Evaluate a checkpoint with the model it was trained with, and its data unless the flags choose other.
+
+        The model, data, members and seed come from the checkpoint's run or from the checkpoint itself
+        (``trained_configuration``), read before the command's flags; a flag that would give the model
+        another shape or other arguments is refused in one line.
+        """
+        ckpt_path = self.config[subcommand].ckpt_path
+        checkpoint = checkpoint_file(ckpt_path)
+        if checkpoint is None:
+            raise ConfigError(
+                f"invalid ckpt_path {ckpt_path!r} for {subcommand}; give a checkpoint file, e.g."
+                " logs/relu/version_0/checkpoints/last.ckpt"
+            )
+        trained = trained_configuration(checkpoint)
+        if not trained:
+            return
+        text = yaml.safe_dump(trained, sort_keys=False)
+        self.config = _parsed_under(parser, argv, subcommand, text)
+        saved = _parsed_under(parser, [subcommand], subcommand, text)[subcommand]
+        known = set(flatten(trained))
+        changed = [key for key in changed_options(saved, self.config[subcommand], ("model.", "members."))
+                   if key in known]  # fmt: skip
+        if changed:
+            was, now = flatten(saved.as_dict()).get(changed[0]), flatten(self.config[subcommand].as_dict())[changed[0]]
+            raise ConfigError(
+                f"cannot {subcommand} {checkpoint} with {option(changed[0])}={now!r}: it was trained with {was!r};"
+                " drop the flag (the checkpoint decides the model)"
+            )
 
     def _parse_ckpt_path(self) -> None:
         """Nothing: the configuration of a checkpoint's run is restored in ``parse_arguments`` instead.
@@ -293,6 +369,7 @@ def _parsed_under(parser: LightningArgumentParser, argv: list[str], subcommand: 
 
 def _write_whole(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text)
     os.replace(partial, path)
@@ -317,15 +394,50 @@ def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:
         sys.exit(1)
 
 
-def _run_cli(args: ArgsType, **cli_kwargs: Any) -> ActivationCLI:
-    defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
+def check_fit(args: list[str], members: list[str]) -> dict[str, Any]:
+    """What ``fit ARGS`` would train, known by building its classes without training: ``compare`` checks each
+    setting of a study so before any fit.
+
+    Returns its configuration (as its ``config.yaml`` will say), its model's class name, whether the model
+    trains members (an ``ActivationMLP``; ``members``, the ``--members.*`` flags of all the study's cells,
+    are then built too) and its ``model.activation``. A refusal ends as ``fit``'s would: one line, exit 2.
+
+    Raises:
+        ConfigError: ``--members.activations`` among ``members`` for a model without members.
+    """
+    cli = _run_cli(args, run=False)
+    model = cli.model
+    takes_members = isinstance(model, ActivationMLP)
+    if takes_members:
+        _run_cli([*args, *members], run=False)
+    elif any(flag.startswith("--members.activations") for flag in members):
+        raise ConfigError(
+            f"invalid --activations for {type(model).__name__}: the activations of members are ActivationMLP's;"
+            " vary the options of a model of your own with --grid OPTION=[...]"
+        )
+    return {
+        "config": yaml.safe_load(cli.parser.dump(cli.config, skip_none=False)),
+        "model": type(model).__name__,
+        "members": takes_members,
+        "activation": model.hparams.activation if takes_members else None,
+    }
+
+
+def _run_cli(args: ArgsType, run: bool = True, **cli_kwargs: Any) -> ActivationCLI:
+    """The CLI; ``run=False`` parses ``args`` (no subcommand) and builds the classes without running anything."""
+    defaults: dict[str, Any] = {
+        subcommand: {"default_config_files": [str(DEFAULT_CONFIG)]}
+        | ({"default_config_files": [str(DEFAULT_CONFIG), str(EVALUATION_CONFIG)]} if subcommand in EVALUATIONS else {})
+        for subcommand in SUBCOMMANDS
+    }
     return ActivationCLI(
-        ActivationMLP,
-        PlaneDataModule,
-        subclass_mode_model=True,  # --model=my_package.MyModel, a subclass of ActivationMLP
-        subclass_mode_data=True,  # --data=MoonsDataModule, --data=my_package.MyData
+        LightningModule,  # ActivationMLP by default (configs/defaults.yaml); --model=my_package.MyModel for another
+        LightningDataModule,  # --data=MoonsDataModule, --data=DigitsDataModule, --data=my_package.MyData
+        subclass_mode_model=True,
+        subclass_mode_data=True,
         parser_class=TerseArgumentParser,
-        parser_kwargs={subcommand: defaults for subcommand in SUBCOMMANDS},
+        parser_kwargs=defaults if run else defaults["fit"],
+        run=run,
         save_config_callback=SaveRunConfigs,
         args=args,
         auto_configure_optimizers=False,  # the model takes its optimizer and scheduler as arguments
@@ -339,13 +451,73 @@ def _member_dicts(activation: str, activation_args: dict | None, activations: li
 
 
 def _run_dirs(
-    activation: str, activation_args: dict | None, activations: list | None, seeds: list | None, template: str | None
+    activation: str,
+    activation_args: dict | None,
+    activations: list | None,
+    seeds: list | None,
+    template: str | None,
+    fit_seed: int | bool,
 ) -> list[str] | None:
     members = expand_members(activation, activation_args, activations, seeds)
-    return None if members is None else member_run_dirs(members, template)
+    return None if members is None else member_run_dirs(members, template, fit_seed)
 
 
-def _check_training(model: ActivationMLP, trainer: Trainer) -> None:
+def _features(data: LightningDataModule) -> int:
+    return data_shape(data)[0]
+
+
+def _classes(data: LightningDataModule) -> int:
+    return data_shape(data)[1]
+
+
+def _fit_the_model(config: Namespace) -> None:
+    """Refuse what only ``ActivationMLP`` can do for another model, and name another model's runs after it.
+
+    Raises:
+        ConfigError: ``--members.*`` for a model that is not an ``ActivationMLP``.
+    """
+    model = config.model
+    if not isinstance(model, Namespace) or _is_activation_mlp(model.class_path):
+        return
+    name = model.class_path.rpartition(".")[2]
+    given = [f"members.{key}" for key in ("activations", "seeds", "run_dir") if config.members[key] is not None]
+    if given:
+        raise ConfigError(
+            f"invalid {given[0]} for {name}: members are trained side by side by ActivationMLP and its subclasses;"
+            f" {name} trains one network a fit (compare --seeds runs one fit per seed)"
+        )
+    logger = config.trainer.logger
+    if isinstance(logger, Namespace) and logger.init_args.get("name") == "lightning_logs":  # the logger's default
+        logger.init_args.name = name.lower()  # as an activation names ActivationMLP's runs
+
+
+def _is_activation_mlp(class_path: str) -> bool:
+    try:
+        return issubclass(pkgutil.resolve_name(class_path), ActivationMLP)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return False
+
+
+def _check_sharding(data: LightningDataModule | None, trainer: Trainer, use_distributed_sampler: bool) -> None:
+    """Refuse a global batch that does not split over the processes, or data that nothing shards.
+
+    Raises:
+        ConfigError: a batch size the processes cannot share, or on several processes a data module that
+            does not shard its own batches with Lightning's distributed sampler off.
+    """
+    if data is None or trainer.world_size == 1:
+        return
+    if getattr(data, "shards_itself", False):
+        data.check_world_size(trainer.world_size)
+    elif not use_distributed_sampler:
+        raise ConfigError(
+            f"invalid trainer.use_distributed_sampler False for {type(data).__name__} on {trainer.world_size}"
+            " processes: it does not shard its own batches, so each would train on all of them; set"
+            " --trainer.use_distributed_sampler=true"
+        )
+
+
+def _check_training(model: LightningModule, trainer: Trainer) -> None:
     """Refuse, naming the option, what torch or Lightning would only reject later with a traceback (a negative
     learning rate, ``max_epochs=0``), and what would let one member's training depend on another's.
 
@@ -355,8 +527,10 @@ def _check_training(model: ActivationMLP, trainer: Trainer) -> None:
             global norm, or fp16 loss scaling.
     """
     if trainer.max_epochs == 0 or trainer.max_steps == 0:
-        option, value = ("max_epochs", 0) if trainer.max_epochs == 0 else ("max_steps", 0)
-        raise ConfigError(f"invalid trainer.{option} {value}; expected an integer >= 1, or -1 for no limit")
+        name = "max_epochs" if trainer.max_epochs == 0 else "max_steps"
+        raise ConfigError(f"invalid trainer.{name} 0; expected an integer >= 1, or -1 for no limit")
+    if not isinstance(model, ActivationMLP):  # another model builds its optimizer itself
+        return
     optimizer = _built("model.optimizer", model.optimizer, [torch.nn.Parameter(torch.zeros(1))])
     scheduler = _built("model.scheduler", model.scheduler, optimizer) if model.scheduler is not None else None
     k = model.num_members

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -64,10 +65,11 @@ COLUMNS = ("setting", "activation", "runs", "failed", "val_acc_mean", "val_acc_s
 class Run:
     """One cell of the study: an (activation, seed) in one setting of the grid, and the run directory it logs into."""
 
-    activation: str | list[str]
+    activation: str | list[str]  # for a model that is not an ActivationMLP, the model's run name
     seed: int
     directory: Path
     setting: dict[str, Any] = field(default_factory=dict)  # option -> value, from --grid
+    members: bool = True  # an ActivationMLP's cell, trained as a member of a fit; else the model's own fit
     error: str = ""  # the failed fit's last line of output; empty if it finished
     scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # read back once it finished
 
@@ -84,8 +86,9 @@ def compare_main(argv: list[str]) -> int:
         epilog="Any other argument is passed to each fit, e.g. --config configs/tutorial.yaml --trainer.max_epochs=50.",
     )
     parser.add_argument(
-        "--activations", required=True, type=_names,
-        help="comma-separated, e.g. sigmoid,tanh,relu; one per hidden layer joined by +: relu+tanh",
+        "--activations", type=_names,
+        help="comma-separated, e.g. sigmoid,tanh,relu; one per hidden layer joined by +: relu+tanh (default: the"
+        " configuration's --model.activation; for a model of your own, which has no members, leave it out)",
     )  # fmt: skip
     parser.add_argument("--seeds", default=[0], type=_seeds, help="comma-separated integers (default: 0)")
     parser.add_argument(
@@ -114,47 +117,52 @@ def compare_main(argv: list[str]) -> int:
         help="train the requested runs again, replacing what the study directory holds for them",
     )  # fmt: skip
     args, fit_args = parser.parse_known_args(argv)
-    started = time.monotonic()
     if any(arg.startswith("--members") for arg in fit_args):
         parser.error("--members.* is compare's own choice: give the cells with --activations and --seeds")
     if args.ray_address and args.launcher != "ray":
         parser.error("--ray_address is for --launcher ray")
+    try:
+        return _study(args, fit_args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C while checking or tabulating; while fitting, _study stops the fits first
+        print(f"interrupted: the finished runs are kept in {args.study_dir}; the same command trains the others",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 130
+
+
+def _study(args: argparse.Namespace, fit_args: list[str]) -> int:
+    """The study: check every fit's configuration, skip what finished before, run the rest, tabulate.
+
+    Raises:
+        ConfigError: what the fits would refuse, a finished run trained otherwise, a cluster that cannot run them.
+    """
+    started = time.monotonic()
     if args.launcher == "ray":
         if importlib.util.find_spec("ray") is None:
-            print("error: --launcher ray needs Ray, an optional extra: pip install -e '.[ray]'", file=sys.stderr)
-            return 2
+            raise ConfigError("--launcher ray needs Ray, an optional extra: pip install -e '.[ray]'")
         from lit_activations.ray_launcher import unreachable
 
         # `auto` is where RAY_ADDRESS points, if it is set
         address = os.environ.get("RAY_ADDRESS") if args.ray_address == "auto" else args.ray_address
         if error := unreachable(address):
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            raise ConfigError(error)
     context = _process_context()  # the server starts importing Lightning (5 s) while this process goes on
-    from lit_activations.members import activation_name  # imports torch
-
     settings = [dict(point) for point in product(*[[(k, v) for v in values] for k, values in _merged(args.grid)])]
-    runs = [
-        Run(a, s, args.study_dir.joinpath(setting_name(point), activation_name(a), f"seed_{s}"), point)
-        for point in settings
-        for a in args.activations
-        for s in args.seeds
-    ]
+    requested = _requested(fit_args, args, context, settings)
+    runs = _cells(args, settings, requested)
     finished_before = [] if args.fresh else [run for run in runs if (run.directory / FINISHED).exists()]
-    requested = _requested(fit_args, args.study_dir, context, settings)
-    if isinstance(requested, str) or (error := _stale(finished_before, requested)):
-        print(requested if isinstance(requested, str) else error, file=sys.stderr, flush=True)
-        return 2
+    if error := _stale(finished_before, requested):
+        raise ConfigError(error)
     launcher: Launcher = LocalLauncher(context)
     if args.launcher == "ray" and len(finished_before) < len(runs):  # (none is "finished before" with --fresh)
         from lit_activations.ray_launcher import RayLauncher  # Ray starts (10 s) only when there is a fit to run
 
-        try:  # before --fresh removes anything: a cluster that cannot take the study leaves the old runs as they were
-            launcher = RayLauncher(args.ray_address, args.study_dir, requested)
-        except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            return 2
+        # before --fresh removes anything: a cluster that cannot take the study leaves the old runs as they were
+        launcher = RayLauncher(args.ray_address, args.study_dir, {name: c.config for name, c in requested.items()})
     if args.fresh:
+        shutil.rmtree(args.study_dir / "fits", ignore_errors=True)
         for run in runs:
             shutil.rmtree(run.directory, ignore_errors=True)
     progress = _Progress(len(runs))
@@ -162,36 +170,57 @@ def compare_main(argv: list[str]) -> int:
     for run in runs:
         if (run.directory / FINISHED).exists():
             progress.report([run], "skipped (finished before)")
-        elif error := _activation_error(run.activation):  # checked here, so it cannot fail a fit of other cells
-            run.error = error
-            progress.report([run], "not run")
         else:
             pending.append(run)
     args.jobs = args.jobs or launcher.default_jobs
     fits = []
     for point in settings:  # cells of one setting share a fit; cells of different settings never do
         cells = [run for run in pending if run.setting == point]
-        fits += _split(cells, max(1, args.jobs // len(settings)) if args.vectorize else len(cells))
+        vectorize = args.vectorize and all(run.members for run in cells)
+        fits += _split(cells, max(1, args.jobs // len(settings)) if vectorize else len(cells))
     try:
         _run_fits(fits, args, fit_args, launcher, progress)
-    except KeyboardInterrupt:
-        print(f"interrupted: the finished runs are kept in {args.study_dir}; the same command trains the others",
-              file=sys.stderr, flush=True)  # fmt: skip
-        return 130
     finally:
         launcher.close()
     print(f"{len(runs)} run{'s' * (len(runs) != 1)} in {time.monotonic() - started:.1f} s", flush=True)
+    _tabulate(runs, args.study_dir, context)
+    return 1 if any(run.error for run in runs) else 0
+
+
+def _cells(args: argparse.Namespace, settings: list[dict[str, Any]], requested: dict[str, _Checked]) -> list[Run]:
+    """The study's cells: each setting × activation × seed; for a model that is not an ActivationMLP, setting × seed."""
+    from lit_activations.members import activation_name  # imports torch
+
+    runs = []
+    for point in settings:
+        checked = requested[setting_name(point)]
+        if not checked.members:
+            name = checked.model.lower()
+            runs += [Run(name, s, args.study_dir.joinpath(setting_name(point), name, f"seed_{s}"), point, members=False)
+                     for s in args.seeds]  # fmt: skip
+            continue
+        activations = args.activations or [checked.activation]
+        runs += [
+            Run(a, s, args.study_dir.joinpath(setting_name(point), activation_name(a), f"seed_{s}"), point)
+            for a in activations
+            for s in args.seeds
+        ]
+    return runs
+
+
+def _tabulate(runs: list[Run], study_dir: Path, context: multiprocessing.context.BaseContext) -> None:
+    """Read the finished runs back and write ``results.md``, ``results.csv`` and ``comparison.png``."""
     finished = [run for run in runs if not run.error]
     with context.Pool(min(os.cpu_count() or 1, max(1, len(finished)))) as pool:  # 0.3 s a run: on every core
         for run, scalars in zip(finished, pool.map(read_scalars, [r.directory for r in finished]), strict=True):
             run.scalars = scalars  # once: the table and the figure both use them
 
-    args.study_dir.mkdir(parents=True, exist_ok=True)  # even if no fit got as far as its run directory
+    study_dir.mkdir(parents=True, exist_ok=True)  # even if no fit got as far as its run directory
     groups = list(dict.fromkeys(run.group for run in runs))
     rows = [_summarise(group, [r for r in runs if r.group == group]) for group in groups]
     table = _markdown(rows)
-    (args.study_dir / "results.md").write_text(table)
-    with open(args.study_dir / "results.csv", "w", newline="") as file:
+    (study_dir / "results.md").write_text(table)
+    with open(study_dir / "results.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -202,12 +231,11 @@ def compare_main(argv: list[str]) -> int:
         )
         from lit_activations.plots import study_figure  # matplotlib, only now
 
-        study_figure(curves, layers).savefig(args.study_dir / "comparison.png")
+        study_figure(curves, layers).savefig(study_dir / "comparison.png")
     print(table, flush=True)
-    figure = f", figure {args.study_dir / 'comparison.png'}" if curves else ""
-    print(f"Table {args.study_dir / 'results.md'}, CSV {args.study_dir / 'results.csv'}{figure};"
-          f" to look at the runs: tensorboard --logdir {args.study_dir}", flush=True)  # fmt: skip
-    return 1 if all(r.error for r in runs) else 0
+    figure = f", figure {study_dir / 'comparison.png'}" if curves else ""
+    print(f"Table {study_dir / 'results.md'}, CSV {study_dir / 'results.csv'}{figure};"
+          f" to look at the runs: tensorboard --logdir {study_dir}", flush=True)  # fmt: skip
 
 
 @dataclass
@@ -221,7 +249,8 @@ class _Progress:
         together = f" ({len(runs)} runs in one fit)" if len(runs) > 1 else ""
         for run in runs:
             self.done += 1
-            outcome = f"failed: {run.error}, {status}" if run.error else status
+            log = run.directory / "error.log"
+            outcome = f"failed: {run.error}, {status} (all of it: {log})" if run.error else status
             print(f"[{self.done}/{self.total}] {run.group} seed {run.seed}: {outcome}{together}", flush=True)
 
 
@@ -255,18 +284,6 @@ def _run_fits(
             raise
 
 
-def _activation_error(activation: str | list[str]) -> str:
-    """The fit's own one-line error for an activation that does not exist, or ``""``."""
-    from lit_activations.activations import get_activation
-
-    try:
-        for name in _listed(activation):
-            get_activation(name)
-    except ValueError as err:
-        return f"error: {err}"
-    return ""
-
-
 def _split(runs: list[Run], parts: int) -> list[list[Run]]:
     """``runs`` in ``parts`` consecutive chunks whose sizes differ by at most one (no empty chunk)."""
     parts = min(parts, len(runs))
@@ -275,34 +292,56 @@ def _split(runs: list[Run], parts: int) -> list[list[Run]]:
 
 
 def _fit(runs: list[Run], fit_args: list[str], study_dir: Path, threads: int, launcher: Launcher) -> float:
-    """Train ``runs`` as the members of one fit, in a process of its own from ``launcher``; return its wall time.
+    """Train ``runs`` as the members of one fit (or a cell of a model without members as its own fit), in a process
+    of its own from ``launcher``; return its wall time.
 
-    A failed fit leaves its last line of output as each run's ``error``.
+    A failed fit leaves its last line of output as each run's ``error``, and all of it in the run's ``error.log``.
     """
-    for run in runs:
-        shutil.rmtree(run.directory, ignore_errors=True)  # what an unfinished earlier attempt left
-    entries: list[dict[str, object]] = []
-    for run in runs:  # consecutive cells of one activation: one entry with their seeds
-        if entries and entries[-1]["name"] == run.activation:
-            entries[-1]["seeds"].append(run.seed)
-        else:
-            entries.append({"name": run.activation, "seeds": [run.seed]})
-    cells_dir = str(study_dir.resolve().joinpath(setting_name(runs[0].setting))).replace("{", "{{").replace("}", "}}")
-    members = [
-        f"--members.activations={json.dumps(entries)}",
-        f"--members.run_dir={cells_dir}/{{activation}}/seed_{{seed}}",
-    ]
+    fits = study_dir / "fits" / setting_name(runs[0].setting)
+    version = _fit_version(runs)
+    for directory in (*fits.glob(f"*/{version}"), *(run.directory for run in runs)):
+        shutil.rmtree(directory, ignore_errors=True)  # what an unfinished earlier attempt left
+    if runs[0].members:
+        entries: list[dict[str, object]] = []
+        for run in runs:  # consecutive cells of one activation: one entry with their seeds
+            if entries and entries[-1]["name"] == run.activation:
+                entries[-1]["seeds"].append(run.seed)
+            else:
+                entries.append({"name": run.activation, "seeds": [run.seed]})
+        cells = str(study_dir.resolve().joinpath(setting_name(runs[0].setting))).replace("{", "{{").replace("}", "}}")
+        own = [f"--members.activations={json.dumps(entries)}",
+               f"--members.run_dir={cells}/{{activation}}/seed_{{seed}}"]  # fmt: skip
+        # the fit's own directory (config.yaml, checkpoints): <fits>/<its activation, or members>/<its cells>
+        where = [f"--trainer.logger.init_args.save_dir={fits}", f"--trainer.logger.init_args.version={version}"]
+    else:  # one cell, in its run directory: <save_dir>/<name>/<version>
+        (run,) = runs
+        own = [f"--seed_everything={run.seed}"]
+        where = [f"--trainer.logger.init_args.save_dir={run.directory.parent.parent}",
+                 f"--trainer.logger.init_args.name={run.directory.parent.name}",
+                 f"--trainer.logger.init_args.version={run.directory.name}"]  # fmt: skip
     started = time.monotonic()
-    arguments = [*_fit_arguments(fit_args, study_dir, runs[0].setting), *members]
+    arguments = [*_fit_arguments(fit_args, study_dir, runs[0].setting), *where, *own]
     exitcode, lines = launcher.run(arguments, threads, runs[0].setting)
     for run in runs:
         if exitcode == 0:
             (run.directory / FINISHED).touch()
-        elif exitcode is not None and exitcode < 0:  # killed: its last line says nothing about why
+            continue
+        if exitcode is not None and exitcode < 0:  # killed: its last line says nothing about why
             run.error = f"error: the fit's process was killed (signal {-exitcode})"
         else:
             run.error = lines[-1] if lines else f"exit status {exitcode}"
+        run.directory.mkdir(parents=True, exist_ok=True)
+        (run.directory / "error.log").write_text("\n".join(lines) + "\n")
     return time.monotonic() - started
+
+
+def _fit_version(runs: list[Run]) -> str:
+    """The version (directory) of a fit of ``runs``: the same cells, the same directory, replaced when they rerun."""
+    first = f"{'+'.join(_listed(runs[0].activation))}-seed_{runs[0].seed}"
+    if len(runs) == 1:
+        return first
+    digest = hashlib.sha1(json.dumps([[r.activation, r.seed] for r in runs]).encode()).hexdigest()[:8]
+    return f"{first}-and-{len(runs) - 1}-more-{digest}"
 
 
 def _fit_arguments(fit_args: list[str], study_dir: Path, setting: dict[str, Any]) -> list[str]:
@@ -366,29 +405,54 @@ class LocalLauncher:
         pass  # the fork server ends with this process
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """What one setting's fits were checked to get, by building their classes without training."""
+
+    config: dict[str, Any]  # the fit's configuration, as its config.yaml will record it
+    model: str  # the model's class name
+    members: bool  # whether the model is an ActivationMLP, which trains the cells as members
+    activation: str | list[str] | None  # ActivationMLP's --model.activation: the study's activation by default
+
+
 def _requested(
-    fit_args: list[str], study_dir: Path, context: multiprocessing.context.BaseContext, settings: list[dict[str, Any]]
-) -> dict[str, dict[str, Any]] | str:
-    """The configuration each setting's fits get (the fit's ``--print_config``), by setting name; or the fit's own
-    one-line error for arguments it refuses."""
-    configs = {}
+    fit_args: list[str], args: argparse.Namespace, context: multiprocessing.context.BaseContext,
+    settings: list[dict[str, Any]],
+) -> dict[str, _Checked]:  # fmt: skip
+    """Each setting's fits checked as ``fit`` checks them, every activation and seed of the study included, by
+    setting name.
+
+    Raises:
+        ConfigError: the fit's own one-line error for arguments, an activation or a value it refuses.
+    """
+    members = [f"--members.seeds={json.dumps(args.seeds)}"]
+    if args.activations:
+        members.append(f"--members.activations={json.dumps(args.activations)}")
+    checked = {}
     for setting in settings:
-        arguments = [*_fit_arguments(fit_args, study_dir, setting), "--print_config"]
-        exitcode, lines = LocalLauncher(context).run(arguments, 1)
-        if exitcode != 0:
-            return lines[-1] if lines else f"the fit's arguments failed with exit status {exitcode}"
-        configs[setting_name(setting)] = yaml.safe_load("\n".join(lines))
-    return configs
+        arguments = _fit_arguments(fit_args, args.study_dir, setting)[1:]  # the fit's flags, without `fit`
+        with tempfile.TemporaryDirectory() as scratch:
+            output = Path(scratch) / "output.txt"
+            process = context.Process(target=check_process, args=(arguments, members, output))
+            process.start()
+            process.join()
+            lines = output.read_text(errors="replace").strip().splitlines() if output.exists() else []
+        if process.exitcode != 0:
+            message = lines[-1] if lines else f"the fit's arguments failed with exit status {process.exitcode}"
+            raise ConfigError(message.removeprefix("error: ").removesuffix(" (see --help)"))
+        checked[setting_name(setting)] = _Checked(**json.loads(lines[-1]))
+    return checked
 
 
-def _stale(runs: list[Run], requested: dict[str, dict[str, Any]]) -> str:
+def _stale(runs: list[Run], requested: dict[str, _Checked]) -> str:
     """The first finished run whose ``config.yaml`` differs from the configuration its cell would now get, as a
     one-line error; or ``""`` (a changed setting must not come back as an old table)."""
     from lit_activations.resume import flatten, option
 
     ignored = ("ckpt_path", "threads", "trainer.logger.init_args.version", "trainer.logger.init_args.purge_step")
+    where = ("trainer.logger.init_args.save_dir", "trainer.logger.init_args.name")  # a cell's own fit: its directory
     for run in runs:
-        asked = requested[setting_name(run.setting)]
+        asked = requested[setting_name(run.setting)].config
         saved_file = run.directory / "config.yaml"
         if not saved_file.is_file():
             return f"error: {run.directory} has no config.yaml to tell what it was trained with; use --fresh"
@@ -396,10 +460,12 @@ def _stale(runs: list[Run], requested: dict[str, dict[str, Any]]) -> str:
             "seed_everything": run.seed,
             "members": dict.fromkeys(("activations", "seeds", "run_dir")),
         }
-        model = asked["model"]["init_args"] | {"activation": run.activation, "activation_args": None}
-        expected["model"] = asked["model"] | {"init_args": model}
+        if run.members:
+            model = asked["model"]["init_args"] | {"activation": run.activation, "activation_args": None}
+            expected["model"] = asked["model"] | {"init_args": model}
         saved, wanted = flatten(yaml.safe_load(saved_file.read_text())), flatten(expected)
-        changed = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k) and k not in ignored]
+        skip = ignored if run.members else (*ignored, *where)
+        changed = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k) and k not in skip]
         if changed:
             key = changed[0]
             more = f" (and {len(changed) - 1} more: {', '.join(map(option, changed[1:]))})" if changed[1:] else ""
@@ -418,6 +484,21 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return read(run_dir)
 
 
+def check_process(arguments: list[str], members: list[str], output: Path) -> None:
+    """The body of a check's process: ``lit_activations.cli.check_fit``, its result as a last line of JSON in
+    ``output`` (or its one-line error, and exit status 2)."""
+    from lit_activations.cli import check_fit
+
+    _output_to(output)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the fork server ignores Ctrl-C; a check stops
+    try:
+        checked = check_fit(arguments, members)
+    except ConfigError as err:
+        print(f"error: {err}", flush=True)
+        sys.exit(2)
+    print(json.dumps(checked), flush=True)
+
+
 def fit_process(arguments: list[str], threads: int, output: Path) -> None:
     """The body of a fit's process: ``python -m lit_activations ARGUMENTS``, its output into ``output``.
 
@@ -425,9 +506,8 @@ def fit_process(arguments: list[str], threads: int, output: Path) -> None:
     """
     from lit_activations.cli import cli_main  # here, not at the top: the study's own process needs no Lightning
 
-    file = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(file, sys.stdout.fileno())  # C libraries' output too; multiprocessing flushes both at exit
-    os.dup2(file, sys.stderr.fileno())
+    _output_to(output)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: Lightning's graceful stop, as in a terminal
     # To Lightning this process is `python -m lit_activations ARGUMENTS`: its DDP launcher starts the other
     # ranks as `python -m <__main__'s module> <sys.argv[1:]>` (multiprocessing's spawn sets __main__ the same way).
     sys.modules["__main__"] = importlib.import_module("lit_activations.__main__")
@@ -436,13 +516,35 @@ def fit_process(arguments: list[str], threads: int, output: Path) -> None:
     cli_main()
 
 
+def _output_to(output: Path) -> None:
+    """This process's stdout and stderr into the file ``output``, C libraries' output too.
+
+    Without the file's directory, the study that asked for this process has been stopped (Ctrl-C) and removed
+    it: the process ends at once, silently.
+    """
+    try:
+        file = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    except FileNotFoundError:
+        os._exit(130)
+    os.dup2(file, sys.stdout.fileno())  # multiprocessing flushes both at exit
+    os.dup2(file, sys.stderr.fileno())
+
+
 def _process_context() -> multiprocessing.context.BaseContext:
-    """Fork from a server that has imported Lightning; where there is none (Windows), start fresh interpreters."""
+    """Fork from a server that has imported Lightning; where there is none (Windows), start fresh interpreters.
+
+    The server ignores Ctrl-C, which a terminal sends to every process of the study: it would otherwise die
+    with a traceback of its own while importing. The fits and checks forked from it take Ctrl-C again.
+    """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
-    multiprocessing.forkserver.ensure_running()  # start it now, not at the first fit
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the server, which this process starts
+    try:
+        multiprocessing.forkserver.ensure_running()  # start it now, not at the first fit
+    finally:
+        signal.signal(signal.SIGINT, handler)
     return context
 
 
@@ -453,21 +555,41 @@ def _summarise(group: str, runs: list[Run]) -> dict[str, object]:
         "activation": "+".join(_listed(runs[0].activation)),
     }
     row |= {"runs": len(runs), "failed": len(runs) - len(finished)}
-    row["error"] = next((r.error for r in runs if r.error), "")
+    row["error"] = _brief(next((r.error for r in runs if r.error), ""))
     if not finished:
         return row
     scalars = [r.scalars for r in finished]
-    final_acc = [s["val/acc"][-1][1] for s in scalars]
-    row["val_acc_mean"] = statistics.fmean(final_acc)
-    row["val_acc_std"] = statistics.stdev(final_acc) if len(final_acc) > 1 else 0.0
-    reached = [next((epoch + 1 for epoch, (_, acc) in enumerate(s["val/acc"]) if acc >= 0.9), None) for s in scalars]
+    final_acc = [_last(s, "val/acc") for s in scalars]
+    row["val_acc_mean"] = _finite_mean(final_acc)
+    finite = [acc for acc in final_acc if math.isfinite(acc)]
+    row["val_acc_std"] = statistics.stdev(finite) if len(finite) > 1 else 0.0 if finite else math.nan
+    reached = [
+        next((epoch + 1 for epoch, (_, acc) in enumerate(s.get("val/acc", [])) if acc >= 0.9), None) for s in scalars
+    ]
     epochs = [e for e in reached if e is not None]
     row["epochs_to_90"] = statistics.fmean(epochs) if epochs else ""  # over the seeds that got there
     row["seeds_reaching_90"] = len(epochs)
-    row["vanishing_ratio"] = statistics.fmean(s["vanishing_ratio/epoch"][-1][1] for s in scalars)
+    # each over the seeds where it is finite: one seed's dead gradients (a ratio of 0) hide none of the others'
+    row["vanishing_ratio"] = _finite_mean([_last(s, "vanishing_ratio/epoch") for s in scalars])
     for stat in ("saturation", "dead_units"):
-        row[stat] = statistics.fmean(_hidden_mean(s, stat) for s in scalars)
+        row[stat] = _finite_mean([_hidden_mean(s, stat) for s in scalars])
     return row
+
+
+def _last(scalars: dict[str, list[tuple[int, float]]], tag: str) -> float:
+    """A tag's last value, NaN for a tag the run did not log (a model of your own may log other tags)."""
+    return scalars[tag][-1][1] if scalars.get(tag) else math.nan
+
+
+def _finite_mean(values: list[float]) -> float:
+    """The mean of the finite values, NaN if there is none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(finite) if finite else math.nan
+
+
+def _brief(error: str, width: int = 100) -> str:
+    """A failed run's error for the table: its first ``width`` characters (the run's ``error.log`` has all)."""
+    return error if len(error) <= width else error[: width - 1] + "…"
 
 
 def _hidden_mean(scalars: dict[str, list[tuple[int, float]]], stat: str) -> float:
@@ -508,10 +630,15 @@ def _markdown(rows: list[dict[str, object]]) -> str:
             epochs = "never"
         ran = f"{row['runs'] - row['failed']}/{row['runs']}" + (f" ({row['error']})" if row["failed"] else "")
         lines.append(
-            f"| {first} | {row['val_acc_mean']:.3f} ± {row['val_acc_std']:.3f} | {epochs} |"
-            f" {row['vanishing_ratio']:.2f} | {row['saturation']:.2f} | {row['dead_units']:.2f} | {ran} |"
+            f"| {first} | {_shown(row['val_acc_mean'], 3)} ± {_shown(row['val_acc_std'], 3)} | {epochs} |"
+            f" {_shown(row['vanishing_ratio'])} | {_shown(row['saturation'])} | {_shown(row['dead_units'])} | {ran} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _shown(value: float, digits: int = 2) -> str:
+    """A number of the table; ``-`` for one no run measured (NaN)."""
+    return f"{value:.{digits}f}" if math.isfinite(value) else "-"
 
 
 def _natural(tag: str) -> list[object]:

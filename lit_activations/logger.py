@@ -5,6 +5,7 @@ Also the one way callbacks and the model write a value of each member: ``log_mem
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,17 @@ def member_loggers(trainer: Trainer, num_members: int) -> list[list[Logger]]:
             )
         per_logger.append(runs)
     return [list(runs) for runs in zip(*per_logger, strict=True)]
+
+
+def write_note(trainer: Trainer, tag: str, text: str) -> None:
+    """Say ``text`` in one line on the terminal and in the TEXT tab of every run of the fit (each member's), under
+    ``tag``."""
+    if rank_zero_only.rank == 0:
+        print(text, file=sys.stderr, flush=True)
+    for logger in trainer.loggers:
+        for run in logger.member_runs if isinstance(logger, TensorBoardRunLogger) else [logger]:
+            if isinstance(run, TensorBoardLogger):
+                run.experiment.add_text(tag, text, global_step=trainer.global_step)
 
 
 def log_member_scalars(trainer: Trainer, rows: Sequence[Mapping[str, float]], step: int) -> None:

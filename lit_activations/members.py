@@ -104,25 +104,30 @@ def expand_members(
     return members
 
 
-def member_run_dirs(members: Sequence[Member], template: str | None = None) -> list[str]:
+def member_run_dirs(members: Sequence[Member], template: str | None = None, fit_seed: object = None) -> list[str]:
     """Each member's run directory from ``template`` (``{activation}``, ``{seed}``), relative to the fit's.
 
-    The default is ``{activation}/seed_{seed}``, or ``{activation}`` when the members take the fit's seed.
+    The default is ``{activation}/seed_{seed}``; a member without a seed of its own has the fit's (``fit_seed``,
+    ``--seed_everything``), and without an integer one there the default is ``{activation}``.
 
     >>> member_run_dirs([Member("relu", seed=0), Member("tanh", seed=0)])
     ['relu/seed_0', 'tanh/seed_0']
+    >>> member_run_dirs([Member("relu"), Member("tanh")], fit_seed=3)
+    ['relu/seed_3', 'tanh/seed_3']
 
     Raises:
         ValueError: ``{seed}`` without seeds, another placeholder, or one directory for two members.
     """
+    fit_seed = fit_seed if isinstance(fit_seed, int) and not isinstance(fit_seed, bool) else None
+    seeds = [member.seed if member.seed is not None else fit_seed for member in members]
     if template is None:
-        template = "{activation}" if any(m.seed is None for m in members) else DEFAULT_RUN_DIR
+        template = "{activation}" if None in seeds else DEFAULT_RUN_DIR
     dirs = []
-    for member in members:
-        if "{seed}" in template and member.seed is None:
+    for member, seed in zip(members, seeds, strict=True):
+        if "{seed}" in template and seed is None:
             raise ConfigError(f"invalid members.run_dir {template!r}: it uses {{seed}} but members.seeds is not set")
         try:
-            dirs.append(template.format(activation=member.name, seed=member.seed))
+            dirs.append(template.format(activation=member.name, seed=seed))
         except (KeyError, IndexError, ValueError):
             raise ConfigError(
                 f"invalid members.run_dir {template!r}; expected a path with the placeholders"

@@ -109,9 +109,10 @@ class ActivationMLP(LightningModule):
         return len(self.members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's output per point: (K, B), a logit or with ``output=sigmoid`` a probability of
-        class 1; with ``output=softmax``, (K, B, classes) logits."""
-        out = self.net(x)
+        """Each member's output per sample: (K, B), a logit or with ``output=sigmoid`` a probability of
+        class 1; with ``output=softmax``, (K, B, classes) logits. A sample of several dimensions (an
+        image) is taken as its ``in_features`` values in a row."""
+        out = self.net(x.flatten(1))
         if self.hparams.output == "softmax":
             return out
         out = out.squeeze(-1)
@@ -165,9 +166,11 @@ class ActivationMLP(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test", self.test_loss, self.test_acc)
 
-    def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """The probabilities per point, of class 1 or of each class: (B[, classes]), with (K, ...) for K members."""
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """The probability of each class per sample: (B, classes), with (K, B, classes) for K members."""
         probabilities = self.to_probabilities(self(batch[0]))
+        if self.hparams.output != "softmax":  # P(class 1) alone: both classes
+            probabilities = torch.stack([1 - probabilities, probabilities], dim=-1)
         return probabilities[0] if self.num_members == 1 else probabilities
 
     def configure_optimizers(self) -> Any:

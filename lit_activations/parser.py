@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -27,7 +29,8 @@ class TerseArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or _debug_mode():
             super().error(message, ex)
-        message = _plain(" ".join(message.split()))
+        message = " ".join(message.split())
+        message = _unimportable_class(message) or _plain(message)
         unknown = re.match(r"unrecognized arguments: (--[\w.]+)", message)
         if unknown:
             options = [o for parser in self._subparsers_and_self() for o in parser._option_string_actions]
@@ -52,6 +55,10 @@ def _plain(message: str) -> str:
     "Option 'data.nois' is not accepted by CirclesDataModule"
     >>> _plain("Parser key \\"model.hidden_sizes\\": Expected a <class 'collections.abc.Sequence'>. Got value: 5,5")
     'Parser key "model.hidden_sizes": expected a list in brackets, e.g. [5, 5]. Got value: 5,5'
+    >>> _plain("Parser key \\"members.seeds\\": Does not validate against any of the Union subtypes Subtypes: [list[int],"
+    ...        " <class 'NoneType'>] Errors: - Expected a <class 'int'>. Got value: a - Expected a <class 'NoneType'>"
+    ...        " Given value type: <class 'list'> Given value: ['a']")
+    "invalid members.seeds ['a']; expected a list of integers, e.g. [0, 1, 2]"
     """
     message = re.sub(r"^Call to compute_fn of link '.*?' with args \(.*\) failed: ", "", message)
     union = re.search(
@@ -63,6 +70,14 @@ def _plain(message: str) -> str:
         group, cls, reason = union.groups()
         reason = re.sub(r'Parser key "([\w.]+)"', lambda m: f'Parser key "{group}.{m.group(1)}"', reason)
         message = re.sub(r"Option '([\w.]+)' is not accepted", rf"Option '{group}.\1' is not accepted by {cls}", reason)
+    optional = re.match(
+        r'Parser key "([\w.]+)": Does not validate against any of the Union subtypes Subtypes: \[.*?,'
+        r" <class 'NoneType'>\] Errors: - .*? Given value: (.*)$",
+        message,
+    )
+    if optional and optional.group(1) in _EXPECTED:  # an optional list, given something else: what it takes
+        key, value = optional.groups()
+        return f"invalid {key} {value}; expected {_EXPECTED[key]}"
     unknown_class = re.match(r'Parser key "([\w.]+)": - Expected a path but (\S+) either not accessible', message)
     if unknown_class:
         key, name = unknown_class.groups()
@@ -72,6 +87,48 @@ def _plain(message: str) -> str:
         "expected a list in brackets, e.g. [5, 5]",
         message,
     )
+
+
+# What the options whose type is an optional list take, for the messages about a value of another type.
+_EXPECTED = {
+    "members.seeds": "a list of integers, e.g. [0, 1, 2]",
+    "members.activations": "a list of activations, e.g. [relu, tanh] or [relu, {name: leaky_relu, args: {...}}]",
+}
+
+# What --model and --data take, for the messages about a class that is not one.
+_BASES = {
+    "model": ("LightningModule", "my_package.MyModel", "ActivationMLP"),
+    "data": ("LightningDataModule", "my_package.MyData", "MoonsDataModule"),
+}
+
+
+def _unimportable_class(message: str) -> str | None:
+    """For a ``--model`` or ``--data`` class that cannot be used, what is wrong with it in one line; ``None`` for
+    other messages.
+
+    A module of the user's that fails while being imported is a bug in their code, not a typing mistake: it is
+    imported again here, so that its own exception and traceback come out.
+    """
+    given = re.match(r'Parser key "(model|data)": - Expected a path but (\S+) either not accessible', message)
+    if not given:
+        return None
+    key, path = given.groups()
+    base, example, ours = _BASES[key]
+    path_of = f"the import path of a {base} subclass, e.g. --{key}={example}"
+    accepted = f"give {path_of}"
+    if re.search(r"Import path does not correspond to a subclass of", message):
+        return f"invalid {key} {path!r}: it is not a {base}; {accepted}"
+    module, _, name = path.rpartition(".")
+    if not module:
+        return f"invalid {key} {path!r}: no such class; give one of lit_activations (e.g. --{key}={ours}) or {path_of}"
+    try:
+        found = bool(module) and importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that does not exist
+        found = False
+    if not found:
+        return f"invalid {key} {path!r}: no module named {module or path!r} on the Python path; {accepted}"
+    importlib.import_module(module)  # raises the user's own error, if importing their module fails
+    return f"invalid {key} {path!r}: module {module} has no class {name}; {accepted}"
 
 
 # The --config files of the command being parsed, so that an error can name the file it comes from.
@@ -125,4 +182,5 @@ def _dotted_keys(content: object, prefix: str = "") -> set[str]:
 
 
 def _debug_mode() -> bool:
-    return bool(os.environ.get("JSONARGPARSE_DEBUG"))  # jsonargparse's documented switch for tracebacks
+    # jsonargparse's documented switch for tracebacks, read as jsonargparse reads it (true or false: 1 is an error)
+    return os.environ.get("JSONARGPARSE_DEBUG", "").lower() == "true"

@@ -1,10 +1,12 @@
-"""Resuming a run: which checkpoint ``--ckpt_path`` means, the run it belongs to, and what may not change.
+"""A run's checkpoints: which one ``--ckpt_path`` means, the run it belongs to, what it was trained with,
+and what may not change when it is resumed or evaluated.
 
 A resumed fit continues its own run directory with the configuration the run was trained with
 (its ``config.yaml``), so ``fit --ckpt_path PATH`` alone continues exactly where it stopped. Flags
 given with it may raise the number of epochs or change where and how it runs, but not the
 experiment: a different model, data, members or seed would log a different run's curves into
-this one. Those are refused with one line before the run directory is touched.
+this one. Those are refused with one line before the run directory is touched. ``validate``,
+``test`` and ``predict`` take the model of a checkpoint the same way (``trained_configuration``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from jsonargparse import Namespace
 
 from lit_activations.errors import ConfigError
 
+# The model's arguments that the data decide (the CLI links them from the data module).
+DATA_SIZED = ("in_features", "num_classes")
 # What defines the experiment a run holds: changing one of these on resume is refused.
 EXPERIMENT = ("seed_everything", "model.", "data.", "members.", "trainer.precision", "trainer.accumulate_grad_batches",
               "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm")  # fmt: skip
@@ -49,7 +53,7 @@ def last_checkpoint(run: Path) -> Path | None:
     for path in reversed(files):
         try:
             torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - torch raises RuntimeError, EOFError or UnpicklingError for a cut file
+        except Exception:  # torch raises RuntimeError, EOFError or UnpicklingError for a cut file
             continue
         return path
     return None
@@ -87,6 +91,34 @@ def refuse_member_checkpoint(checkpoint: Path) -> None:
             f"invalid ckpt_path {str(checkpoint)!r}: it holds one member's model, for validate, test and predict;"
             f" resume the whole fit from {saved['member_of']}"
         )
+
+
+def trained_configuration(checkpoint: Path) -> dict[str, Any]:
+    """What a checkpoint's network was trained with, as configuration: its model, data, members and seed.
+
+    From the ``config.yaml`` of the run it was saved in (a member's checkpoint lies in the member's own
+    run, whose ``config.yaml`` is that of the single fit it equals); a checkpoint outside a run
+    directory tells what its hyperparameters hold (the model's, and the data's if its data module
+    saved them). The sizes the data decide (``in_features``, ``num_classes``) are left to the data.
+    """
+    run = run_of(checkpoint)
+    if run is not None:
+        saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        return {key: saved[key] for key in ("seed_everything", "model", "data", "members") if key in saved}
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    trained: dict[str, Any] = {}
+    model = dict(stored.get("hyper_parameters") or {})
+    if model:
+        class_path, members = model.pop("_class_path", None), model.pop("members", None)
+        init_args = {k: v for k, v in model.items() if not k.startswith("_") and k not in DATA_SIZED}
+        trained["model"] = {"init_args": init_args} | ({"class_path": class_path} if class_path else {})
+        if members:
+            trained["members"] = {"activations": [_member_entry(m) for m in members]}
+    data = dict(stored.get("datamodule_hyper_parameters") or {})
+    if "_class_path" in data:
+        trained["data"] = {"class_path": data.pop("_class_path"),
+                           "init_args": {k: v for k, v in data.items() if not k.startswith("_")}}  # fmt: skip
+    return trained
 
 
 def changed_options(saved: Namespace, given: Namespace, keys: tuple[str, ...] = EXPERIMENT) -> list[str]:
@@ -146,6 +178,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _member_entry(member: Mapping[str, Any]) -> dict[str, Any]:
+    """A member of a checkpoint's hyperparameters as an entry of ``--members.activations``."""
+    entry = {"name": member["activation"], "args": member.get("activation_args")}
+    return entry | ({"seeds": [member["seed"]]} if member.get("seed") is not None else {})
 
 
 def _trained_without_checkpoints(run: Path) -> bool:

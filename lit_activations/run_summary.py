@@ -1,4 +1,4 @@
-"""``RunSummary``: the pictures and the HParams entry of each run of ``ActivationMLP`` on a 2-D data module."""
+"""``RunSummary``: the pictures and the HParams entry of each run (the pictures where the model and data allow)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from typing_extensions import override
 
 from lit_activations.activations import create_activation
 from lit_activations.errors import ConfigError
-from lit_activations.logger import member_loggers
+from lit_activations.logger import member_loggers, write_note
 from lit_activations.members import Member, activation_name
 from lit_activations.plots import activation_figure, decision_boundary_image, decision_regions_image
 
@@ -33,9 +32,9 @@ class RunSummary(Callback):
       optimizer and its learning rate, and ``final/val_acc``, ``final/val_loss``,
       ``final/train_loss``, so the HPARAMS tab compares activations.
 
-    It expects the model to have ``members``, ``last_epoch_metrics`` and ``to_probabilities``
-    (``ActivationMLP``) and the
-    data module ``grid``, ``train_points`` and ``model_inputs`` (``CirclesDataModule``).
+    The curve needs a model with ``members`` (``ActivationMLP``), the decision boundary a model with
+    ``to_probabilities`` and a ``PlaneDataModule`` (``grid``, ``train_points``, ``model_inputs``); what
+    does not apply is skipped with one line and a note in the run's TEXT tab, the rest is drawn.
 
     Args:
         boundary_every_n_epochs: epochs between two decision-boundary images; 0 turns them off.
@@ -72,10 +71,12 @@ class RunSummary(Callback):
         if trainer.current_epoch % every and not last_epoch:
             return
         data = trainer.datamodule
-        if not all(hasattr(data, a) for a in ("grid", "train_points", "model_inputs")) or not hasattr(
-            pl_module, "to_probabilities"
-        ):
-            self._note(trainer, "no decision boundary: it needs a PlaneDataModule and a model with to_probabilities")
+        if not all(hasattr(data, a) for a in ("grid", "train_points", "model_inputs")):
+            self._note(trainer, f"no decision boundary: the inputs of {type(data).__name__} are not points of the"
+                                " plane (a PlaneDataModule's are)")  # fmt: skip
+            return
+        if not hasattr(pl_module, "to_probabilities"):
+            self._note(trainer, f"no decision boundary: {type(pl_module).__name__} has no to_probabilities(output)")
             return
         grid = data.grid
         with torch.no_grad():
@@ -125,11 +126,7 @@ class RunSummary(Callback):
         if text in self._noted:
             return
         self._noted.add(text)
-        rank_zero_warn(f"RunSummary: {text}")
-        for logger in trainer.loggers:
-            for run in getattr(logger, "member_runs", [logger]):
-                if isinstance(run, TensorBoardLogger):
-                    run.experiment.add_text("notes/run_summary", text, global_step=trainer.global_step)
+        write_note(trainer, "notes/run_summary", f"RunSummary: {text}")
 
 
 def _distinct_activations(member: Member) -> dict[str, torch.nn.Module]:

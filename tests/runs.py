@@ -7,7 +7,8 @@ from pathlib import Path
 from lit_activations.cli import ActivationCLI, cli_main
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+# The configs a fit takes; evaluate.yaml holds the defaults of validate, test and predict.
+CONFIGS = sorted(path for path in (REPO / "configs").rglob("*.yaml") if path.name != "evaluate.yaml")
 
 # No progress bar or model summary: faster, and the test output stays readable.
 QUIET = ("--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -62,8 +63,7 @@ def test_a_softmax_head_on_three_spirals_through_the_cli(tmp_path):
         accuracy = (model(x)[0].argmax(-1) == y.long()).float().mean().item()
     assert read_scalars(run)["val/acc"][-1][1] == pytest.approx(accuracy, abs=1e-6) and accuracy > 0.5  # chance: 1/3
     (checkpoint,) = Path(run, "checkpoints").glob("epoch=*.ckpt")
-    predicted = cli_main(["predict", *QUIET, f"--ckpt_path={checkpoint}", "--data=SpiralsDataModule",
-                          "--data.grid_size=10", f"--trainer.logger.init_args.save_dir={tmp_path}"])  # fmt: skip
+    predicted = cli_main(["predict", *QUIET, f"--ckpt_path={checkpoint}", "--data.grid_size=10"])
     probabilities = predicted.trainer.predict_loop.predictions[0]
     assert probabilities.shape == (100, 3)
     torch.testing.assert_close(probabilities.sum(-1), torch.ones(100))
@@ -92,25 +92,55 @@ def test_import_path_activation_runs_under_its_class_name(tmp_path):
     assert (tmp_path / "logs" / "hardtanh" / "version_0" / "config.yaml").exists()
 
 
-def test_validate_test_and_predict_use_a_fitted_checkpoint(tmp_path):
-    common = ["--model.activation=relu", "--data.grid_size=10", *QUIET]
-    cli = cli_main(["fit", *common, "--trainer.max_epochs=3"])
+def printed_metrics(output: str) -> dict[str, dict[str, float]]:
+    """The table validate and test print: run -> tag -> value."""
+    lines = output.strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["run"])
+    tags = lines[header].split()[1:]
+    return {row.split()[0]: dict(zip(tags, map(float, row.split()[1:]), strict=True)) for row in lines[header + 1 :]}
+
+
+def test_validate_test_and_predict_answer_from_the_checkpoint_alone_and_write_nothing_else(tmp_path, capsys):
+    cli = fit("--model.activation=relu", "--data.grid_size=10", "--data.noise=0.2", "--trainer.max_epochs=3")
+    run = Path(cli.trainer.logger.log_dir)
     checkpoint = cli.trainer.checkpoint_callback.best_model_path
     data = cli.datamodule
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
 
-    cli_main(["test", *common, f"--ckpt_path={checkpoint}"])
-    test_acc = read_scalars(tmp_path / "logs" / "relu" / "version_1")["test/acc"]
-    assert test_acc[0][1] == pytest.approx(accuracy_on("test", checkpoint, data), abs=1e-6)
+    for subcommand, split in (("validate", "val"), ("test", "test")):
+        cli_main([subcommand, *QUIET, f"--ckpt_path={checkpoint}"])  # no other flag: the run says the rest
+        (row,) = printed_metrics(capsys.readouterr().out).values()
+        assert row[f"{split}/acc"] == pytest.approx(accuracy_on(split, checkpoint, data), abs=1e-4)
 
-    cli_main(["validate", *common, f"--ckpt_path={checkpoint}"])
-    val_acc = read_scalars(tmp_path / "logs" / "relu" / "version_2")["val/acc"]
-    assert val_acc[0][1] == pytest.approx(accuracy_on("val", checkpoint, data), abs=1e-6)
-
-    predicted = cli_main(["predict", *common, f"--ckpt_path={checkpoint}"]).trainer.predict_loop.predictions
+    cli_main(["predict", *QUIET, f"--ckpt_path={checkpoint}"])
+    assert capsys.readouterr().out.strip().endswith(f"for 100 samples to {run / 'predictions.csv'}")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == sorted(
+        [*before, run / "predictions.csv"]
+    )  # no new run, nothing but the file asked for
+    table = np.loadtxt(run / "predictions.csv", delimiter=",", skiprows=1)
     model = ActivationMLP.load_from_checkpoint(checkpoint, map_location="cpu")
     (grid,) = data._splits["predict"].tensors
-    assert predicted[0].shape == (100,)
-    torch.testing.assert_close(predicted[0].cpu(), model.to_probabilities(model(grid))[0].detach())
+    with torch.no_grad():
+        p_inner = model.to_probabilities(model(grid))[0]
+    np.testing.assert_array_equal(table[:, 0], np.arange(100))
+    np.testing.assert_allclose(table[:, 1:3], grid.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(table[:, 3:], torch.stack([1 - p_inner, p_inner], 1).numpy(), rtol=1e-5, atol=1e-7)
+    cli_main(["predict", *QUIET, f"--ckpt_path={checkpoint}"])  # a second time: a new file, the first one kept
+    assert (run / "predictions-1.csv").read_bytes() == (run / "predictions.csv").read_bytes()
+
+
+def test_an_evaluation_refuses_a_flag_that_changes_the_checkpoints_model(tmp_path, capsys):
+    checkpoint = fit(
+        "--model.activation=tanh", "--trainer.max_epochs=1", "--data.n_samples=200"
+    ).trainer.checkpoint_callback.best_model_path
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["validate", f"--ckpt_path={checkpoint}", "--model.hidden_sizes=[8]"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: cannot validate {checkpoint} with model.hidden_sizes=[8]: it was trained with [5, 5, 5, 5];"
+        " drop the flag (the checkpoint decides the model) (see --help)"
+    )
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
@@ -167,7 +197,7 @@ def test_configs_stack_and_flags_override_them(capsys):
         ),
         (["--model.hidden_sizes=5,5"], 'Parser key "model.hidden_sizes": expected a list in brackets, e.g. [5, 5]'),
         (["--data=MoonsDataModule", "--data.factor=0.3"], "Option 'data.factor' is not accepted by MoonsDataModule"),
-        (["--data=SpiralsOfDoom"], 'Parser key "data"'),
+        (["--data=SpiralsOfDoom"], "invalid data 'SpiralsOfDoom': no such class; give one of lit_activations (e.g."),
         (["--data=PlaneDataModule"], "invalid data PlaneDataModule: it draws no points; choose CirclesDataModule,"),
         (
             ["--model.num_classes=3"],
@@ -175,12 +205,34 @@ def test_configs_stack_and_flags_override_them(capsys):
             " choose the data instead, e.g. --data=SpiralsDataModule --data.num_classes=3",
         ),
         (["--model.init_args.in_features", "3"], "model.in_features is the data module's num_features, not an option"),
+        (
+            ["--model=no_such_package.MyModel"],
+            "invalid model 'no_such_package.MyModel': no module named 'no_such_package' on the Python path; give the"
+            " import path of a LightningModule subclass, e.g. --model=my_package.MyModel",
+        ),
+        (
+            ["--model=lit_activations.model.MLP"],
+            "invalid model 'lit_activations.model.MLP': module"
+            " lit_activations.model has no class MLP; give the import path",
+        ),
+        (["--model=torch.nn.Linear"], "invalid model 'torch.nn.Linear': it is not a LightningModule; give"),
+        (
+            ["--data=torch.nn.Linear"],
+            "invalid data 'torch.nn.Linear': it is not a LightningDataModule; give the import"
+            " path of a LightningDataModule subclass, e.g. --data=my_package.MyData",
+        ),
+        (["--ckpt_path=best"], "invalid ckpt_path 'best' for validate; give a checkpoint file, e.g."),
+        (
+            ["--model=functional_mlp.FunctionalMLP", "--members.seeds=[0, 1]"],
+            "invalid members.seeds for FunctionalMLP: members are trained side by side by ActivationMLP and its"
+            " subclasses; FunctionalMLP trains one network a fit (compare --seeds runs one fit per seed)",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys):
     """Every value a user can mistype: one line naming the option and what it accepts, exit 2, no run directory."""
     with pytest.raises(SystemExit) as exit_info:
-        fit(*args)
+        cli_main(["validate", *QUIET, *args]) if args[0].startswith("--ckpt_path") else fit(*args)
     assert exit_info.value.code == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert last_line.startswith("error: ") and message in last_line
@@ -266,6 +318,7 @@ def test_a_fit_takes_one_cpu_thread_unless_told_otherwise(monkeypatch, torch_thr
         ("import not_installed_anywhere\n", ["--model.activation=user_import.Anything"], ModuleNotFoundError),
         ("class Broken(PlaneDataModule):\n    def draw(self, n_samples, seed):\n        return undefined_name\n",
          ["--data=user_data.Broken"], NameError),
+        ("import not_installed_anywhere\n", ["--model=user_model.MyModel"], ModuleNotFoundError),
     ],
 )  # fmt: skip
 def test_a_bug_in_the_users_own_code_keeps_its_traceback(module, flags, error, tmp_path, monkeypatch):

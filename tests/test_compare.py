@@ -3,11 +3,13 @@
 import argparse
 import csv
 import json
+import os
 import signal
 import statistics
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,18 @@ from lit_activations.events import read_scalars
 
 from runs import fit
 
-COMMAND = [sys.executable, "-m", "lit_activations", "compare", "--activations", "tanh,relu,relu7", "--seeds", "0,1",
-           "--jobs", "2", "--data.n_samples=200", "--trainer.max_epochs=3"]  # fmt: skip
+COMMAND = [sys.executable, "-m", "lit_activations", "compare", "--activations", "tanh,relu,crash.Crash", "--seeds",
+           "0,1", "--jobs", "2", "--data.n_samples=200", "--trainer.max_epochs=3"]  # fmt: skip
+# An activation with a bug that shows only in training: the fit fails, its cells alone are reported.
+CRASH = """
+import torch
+
+class Crash(torch.nn.Module):
+    def forward(self, x):
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise RuntimeError("a bug in my activation")
+        return torch.relu(x)
+"""
 
 
 def table_rows(study) -> dict[str, dict[str, str]]:
@@ -37,11 +49,13 @@ def table_rows(study) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_runs(tmp_path, capsys):
+def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_runs(tmp_path, capsys, monkeypatch):
+    (tmp_path / "crash.py").write_text(CRASH)
+    monkeypatch.syspath_prepend(tmp_path)  # for the study run in this process below, as `python -m` does
     result = subprocess.run(COMMAND, capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # the others finished; the failed cells make the status
     assert "[6/6]" in result.stdout and "| activation | final val acc" in result.stdout
-    assert "tanh seed 0: ok" in result.stdout and "(2 runs in one fit)" in result.stdout  # 4 cells, 2 jobs
+    assert "tanh seed 0: ok" in result.stdout and "(3 runs in one fit)" in result.stdout  # 6 cells, 2 jobs
     assert result.stdout.strip().splitlines()[-1] == (
         "Table logs/study/results.md, CSV logs/study/results.csv, figure logs/study/comparison.png;"
         " to look at the runs: tensorboard --logdir logs/study"
@@ -60,8 +74,13 @@ def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_
             hidden = [statistics.fmean(v[-1][1] for t, v in s.items() if t.startswith(f"{stat}/")) for s in scalars]
             assert float(row[stat]) == pytest.approx(statistics.fmean(hidden))
         assert row["failed"] == "0"
-    assert rows["relu7"]["failed"] == "2" and "unknown activation 'relu7'" in rows["relu7"]["error"]
-    assert "relu7 | failed: error: unknown activation 'relu7'" in (study / "results.md").read_text()
+    assert (
+        rows["crash.Crash"]["failed"] == "2" and rows["crash.Crash"]["error"] == "RuntimeError: a bug in my activation"
+    )
+    assert "| crash.Crash | failed: RuntimeError: a bug in my activation |" in (study / "results.md").read_text()
+    log = (study / "crash" / "seed_1" / "error.log").read_text()  # all of it, where the progress line says
+    assert "Traceback" in log and 'crash.py", line 7, in forward' in log
+    assert f"(all of it: {Path('logs/study/crash/seed_1/error.log')})" in result.stdout
 
     # a study's run is an ordinary fit: the same numbers as `fit` run on its own with the same arguments
     alone = read_scalars(fit("--model.activation=tanh", "--data.n_samples=200", "--trainer.max_epochs=3",
@@ -85,10 +104,19 @@ def test_compare_tabulates_the_event_files_reports_a_failure_and_skips_finished_
 
     finished = study / "tanh" / "seed_0" / "finished"
     before = finished.stat().st_mtime_ns
-    assert compare_main([*COMMAND[4:], "--threads=2"]) == 0  # threads change the speed, not the runs
+    assert compare_main([*COMMAND[4:], "--threads=2"]) == 1  # threads change the speed, not the runs
     again = capsys.readouterr().out
-    assert again.count("skipped (finished before)") == 4 and "relu7 seed 0: failed" in again
+    assert again.count("skipped (finished before)") == 4 and "crash.Crash seed 0: failed" in again
     assert finished.stat().st_mtime_ns == before
+    fits = sorted(p.name.partition("-and-")[0] for p in (study / "fits").glob("*/*"))  # named after their cells:
+    assert fits == ["crash.Crash-seed_0", "crash.Crash-seed_1", "relu-seed_1", "relu-seed_1", "tanh-seed_0"]
+    # 2 fits of 3 cells, the failed one's 3 retries cell by cell; the crash cells' replaced when they train again
+
+    # an activation that does not exist: one line before any fit, exit 2, nothing touched
+    files = {p: p.read_bytes() for p in study.rglob("*") if p.is_file()}
+    assert compare_main(["--activations", "tanh,relu7", *COMMAND[8:]]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: unknown activation 'relu7'; choose one")
+    assert {p: p.read_bytes() for p in study.rglob("*") if p.is_file()} == files
 
     # a changed setting never comes back as the old table: one line naming it, nothing touched
     files = {p: p.read_bytes() for p in study.rglob("*") if p.is_file()}
@@ -121,7 +149,7 @@ def test_grid_options_come_from_the_command_line_or_a_yaml_file(tmp_path):
 
 class CtrlCLauncher:
     """The study's fits as a user stops them: Ctrl-C comes once the first fit has started, and a fit runs until told
-    to stop. The fit's own checks (``--print_config``) run as usual."""
+    to stop. (The checks of the fits' configuration before them run as usual, without a launcher.)"""
 
     cpus = default_jobs = 1
 
@@ -131,8 +159,6 @@ class CtrlCLauncher:
         self.stopped = threading.Event()
 
     def run(self, arguments, threads, setting=None):
-        if "--print_config" in arguments:
-            return self.local.run(arguments, threads)
         self.started += 1
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # to the thread waiting for the fits
         assert self.stopped.wait(timeout=30), "interrupt() never came"
@@ -195,3 +221,39 @@ def test_a_failed_fit_of_several_cells_is_retried_cell_by_cell_so_only_the_bad_c
     assert [run.error for run in runs] == ["", "", "", "error: a member crashed"]
     assert sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("finished")) == [
         "relu/seed_0", "relu/seed_1", "tanh/seed_0"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_fits_are_checked_is_one_line_and_exit_130(tmp_path):
+    study = subprocess.Popen(COMMAND[:4] + ["--activations", "tanh"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    time.sleep(2)  # importing Lightning in the fork server, or checking the fit's configuration
+    os.killpg(study.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches every process of the study
+    out, err = study.communicate(timeout=60)
+    assert study.returncode == 130
+    assert err.strip().splitlines() == [
+        "interrupted: the finished runs are kept in logs/study; the same command trains the others"
+    ]
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.slow
+def test_a_study_of_a_model_of_ones_own_varies_its_options_one_fit_per_cell(tmp_path, capsys):
+    options = ["--model=functional_mlp.FunctionalMLP", "--data.n_samples=200", "--trainer.max_epochs=2"]
+    assert compare_main([*options, "--grid", "model.width=[4, 8]", "--seeds", "0,1"]) == 0
+    study = tmp_path / "logs" / "study"
+    rows = list(csv.DictReader((study / "results.csv").open()))
+    assert [(row["setting"], row["activation"], row["runs"]) for row in rows] == [
+        ("width=4", "functionalmlp", "2"), ("width=8", "functionalmlp", "2")]  # fmt: skip
+    assert rows[0]["saturation"] == "nan" and "| width=4 | functionalmlp |" in (study / "results.md").read_text()
+    alone = fit(*options, "--model.width=8", "--seed_everything=1")  # the cell is that fit, in its own directory
+    ours = read_scalars(study / "width=8" / "functionalmlp" / "seed_1")
+    assert ours["val/acc"] == read_scalars(alone.trainer.logger.log_dir)["val/acc"]
+    assert float(rows[1]["val_acc_mean"]) == pytest.approx(
+        statistics.fmean(
+            read_scalars(study / "width=8" / "functionalmlp" / f"seed_{s}")["val/acc"][-1][1] for s in (0, 1)
+        )
+    )
+    capsys.readouterr()
+    assert compare_main([*options, "--activations", "relu,tanh"]) == 2  # members are ActivationMLP's
+    assert capsys.readouterr().err.startswith("error: invalid --activations for FunctionalMLP: the activations of")

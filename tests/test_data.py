@@ -1,9 +1,18 @@
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import LightningDataModule
 from sklearn.datasets import make_circles
+from torch.utils.data import DataLoader, TensorDataset
 
-from lit_activations.data import BatchIndexSampler, CirclesDataModule, MoonsDataModule, SpiralsDataModule
+from lit_activations.data import (
+    BatchIndexSampler,
+    CirclesDataModule,
+    DigitsDataModule,
+    MoonsDataModule,
+    SpiralsDataModule,
+    data_shape,
+)
 
 
 def prepared(**kwargs) -> CirclesDataModule:
@@ -151,3 +160,58 @@ def test_spirals_are_balanced_arms_and_moons_are_two_classes():
     assert moons.num_classes == 2 and set(tensors(moons, "train")[1].tolist()) == {0.0, 1.0}
     with pytest.raises(ValueError, match=r"invalid data.num_classes 1; expected an integer >= 2"):
         SpiralsDataModule(num_classes=1)
+
+
+def test_digits_are_scikit_learns_images_split_by_class_without_overlap():
+    from sklearn.datasets import load_digits
+
+    data = DigitsDataModule(seed=3)
+    data.setup("fit")
+    x_all, y_all = load_digits(return_X_y=True)
+    splits = {name: tensors(data, name) for name in ("train", "val", "test")}
+    assert {name: len(y) for name, (_, y) in splits.items()} == {"train": 1079, "val": 359, "test": 359}
+    together = np.concatenate([x.numpy() for x, _ in splits.values()])
+    np.testing.assert_array_equal(np.sort(together, axis=0), np.sort(x_all.astype(np.float32), axis=0))
+    for _, y in splits.values():  # stratified: every class in every split, in the dataset's proportions ±1
+        counts = torch.bincount(y.long(), minlength=10).numpy()
+        expected = np.bincount(y_all, minlength=10) * len(y) / len(y_all)
+        assert np.all(np.abs(counts - expected) <= 1)
+    assert (data.num_features, data.num_classes) == (64, 10)
+    (predicted,) = next(iter(data.predict_dataloader()))
+    assert torch.equal(predicted, splits["test"][0])  # predict runs on the test images
+
+
+def test_standardizing_digits_leaves_the_never_lit_pixels_at_zero():
+    data = DigitsDataModule(standardize=True)
+    data.setup("fit")
+    x = tensors(data, "train")[0]
+    varying = x.std(0) > 0
+    assert 0 < varying.sum() < 64  # a border pixel of the 8 x 8 images is blank in every training image
+    np.testing.assert_allclose(x.mean(0).numpy(), 0, atol=1e-5)
+    np.testing.assert_allclose(x[:, varying].std(0, unbiased=False).numpy(), 1, atol=1e-4)
+    assert torch.isfinite(tensors(data, "test")[0]).all()
+
+
+class ListedData(LightningDataModule):
+    """A data module of a user's own that states nothing: 3 × 4 values per sample, labels 0 … 4."""
+
+    def setup(self, stage: str) -> None:
+        self.x, self.y = torch.randn(20, 3, 4), torch.arange(20) % 5
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=10)
+
+
+def test_data_shape_is_what_a_module_states_or_what_its_first_batch_shows():
+    assert data_shape(CirclesDataModule()) == (2, 2) and data_shape(SpiralsDataModule(num_classes=4)) == (2, 4)
+    assert data_shape(DigitsDataModule()) == (64, 10)
+    assert data_shape(ListedData()) == (12, 5)
+
+
+def test_a_plane_data_module_that_draws_other_shapes_says_so():
+    class Cube(CirclesDataModule):
+        def draw(self, n_samples, seed):
+            return np.zeros((n_samples, 3)), np.zeros(n_samples)
+
+    with pytest.raises(ValueError, match=r"Cube.draw\(1000, seed\) returned points of shape \(1000, 3\)"):
+        Cube().setup("fit")

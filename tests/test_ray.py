@@ -40,8 +40,8 @@ def test_a_study_on_ray_equals_the_local_one_and_a_dead_worker_loses_only_its_ru
     (tmp_path / "killer.py").write_text(KILLER)
     monkeypatch.syspath_prepend(tmp_path)  # as `python -m` puts the working directory first
     cells = ["--activations", "relu,killer.Killer", *STUDY]
-    assert compare_main([*cells, "--study_dir", "local"]) == 0
-    assert compare_main([*cells, "--study_dir", "on_ray", "--launcher", "ray"]) == 0
+    assert compare_main([*cells, "--study_dir", "local"]) == 1  # the killed cells
+    assert compare_main([*cells, "--study_dir", "on_ray", "--launcher", "ray"]) == 1
     assert not ray.is_initialized()  # the local instance is stopped when the study ends
     output = capsys.readouterr().out
 

@@ -195,7 +195,7 @@ def test_runs_killed_at_any_moment_resume_to_what_an_uninterrupted_fit_logs(tmp_
     command = ("--config", TUTORIAL, "--members.activations=[relu, tanh]", "--checkpoint.every_n_epochs=5",
                "--trainer.max_epochs=40", "--summary=null")  # fmt: skip
     fit_dir = tmp_path / "logs" / "members" / "version_0"
-    members = [fit_dir / "relu", fit_dir / "tanh"]
+    members = [fit_dir / "relu" / "seed_0", fit_dir / "tanh" / "seed_0"]
 
     def start(*extra: str) -> subprocess.Popen:
         argv = [sys.executable, "-m", "lit_activations", "fit", *QUIET, *command, *extra]
