@@ -41,6 +41,8 @@ STUDIES: dict[str, list[str]] = {
     "depth_vanishing": ["--config", "configs/experiments/depth_vanishing.yaml", "--activations", "sigmoid,relu",
                         "--seeds", "0,1,2", "--grid", f"model.hidden_sizes=[[16, 16], [{', '.join(['16'] * 8)}]]"],
     "elu_means": ["--config", "configs/experiments/elu_means.yaml", "--activations", "elu,relu", "--seeds", "0,1,2"],
+    "digits": ["--config", "configs/experiments/digits.yaml",
+               "--activations", "sigmoid,tanh,relu,relu6,leaky_relu,identity", "--seeds", "0,1,2"],
 }  # fmt: skip
 
 
@@ -78,6 +80,8 @@ STATISTICS: dict[str, dict[str, Callable[[Scalars], float]]] = {
     "depth_vanishing": {"vanishing_ratio": lambda s: final(s, "vanishing_ratio/epoch")},
     "elu_means": {"|activation_mean| over layers": lambda s: hidden(s, "activation_mean", lambda v: statistics.fmean(
         map(abs, v)))},
+    "digits": {"val/acc": lambda s: final(s, "val/acc"), "vanishing_ratio": lambda s: final(s, "vanishing_ratio/epoch"),
+               "saturation": lambda s: hidden(s, "saturation")},
 }  # fmt: skip
 
 
@@ -104,8 +108,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 epochs on 200 points: to try the script in a minute"
                         " (the numbers are not the README's; give another --out)")  # fmt: skip
     args = parser.parse_args()
-    reduced = ["--trainer.max_epochs=3", "--data.n_samples=200"] if args.quick else []
     for name in args.only:
+        fewer_points = ["--data.n_samples=200"] if name != "digits" else []  # the digits are 1,797 images, no draw
+        reduced = ["--trainer.max_epochs=3", *fewer_points] if args.quick else []
         study = args.out / name
         command = [sys.executable, "-m", "lit_activations", "compare", *STUDIES[name], *reduced, f"--study_dir={study}"]
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)

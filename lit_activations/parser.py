@@ -55,8 +55,9 @@ def _plain(message: str) -> str:
     "Option 'data.nois' is not accepted by CirclesDataModule"
     >>> _plain("Parser key \\"model.hidden_sizes\\": Expected a <class 'collections.abc.Sequence'>. Got value: 5,5")
     'Parser key "model.hidden_sizes": expected a list in brackets, e.g. [5, 5]. Got value: 5,5'
-    >>> _plain("Parser key \\"members.seeds\\": Does not validate against any of the Union subtypes Subtypes: [list[int],"
-    ...        " <class 'NoneType'>] Errors: - Expected a <class 'int'>. Got value: a - Expected a <class 'NoneType'>"
+    >>> _plain("Parser key \\"members.seeds\\": Does not validate against any of the Union subtypes Subtypes:"
+    ...        " [list[int], <class 'NoneType'>] Errors: - Expected a <class 'int'>. Got value: a - Expected a <class"
+    ...        " 'NoneType'>"
     ...        " Given value type: <class 'list'> Given value: ['a']")
     "invalid members.seeds ['a']; expected a list of integers, e.g. [0, 1, 2]"
     """

@@ -112,6 +112,14 @@ def test_validate_test_and_predict_answer_from_the_checkpoint_alone_and_write_no
         cli_main([subcommand, *QUIET, f"--ckpt_path={checkpoint}"])  # no other flag: the run says the rest
         (row,) = printed_metrics(capsys.readouterr().out).values()
         assert row[f"{split}/acc"] == pytest.approx(accuracy_on(split, checkpoint, data), abs=1e-4)
+    moved = tmp_path / "elsewhere" / "model.ckpt"  # out of its run: the checkpoint's hyperparameters say it all
+    moved.parent.mkdir()
+    moved.write_bytes(Path(checkpoint).read_bytes())
+    cli_main(["validate", *QUIET, f"--ckpt_path={moved}"])  # (its data's noise, 0.2, is not the default)
+    (row,) = printed_metrics(capsys.readouterr().out).values()
+    assert row["val/acc"] == pytest.approx(accuracy_on("val", checkpoint, data), abs=1e-4)
+    moved.unlink()
+    moved.parent.rmdir()
 
     cli_main(["predict", *QUIET, f"--ckpt_path={checkpoint}"])
     assert capsys.readouterr().out.strip().endswith(f"for 100 samples to {run / 'predictions.csv'}")

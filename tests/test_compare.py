@@ -225,11 +225,11 @@ def test_a_failed_fit_of_several_cells_is_retried_cell_by_cell_so_only_the_bad_c
 
 @pytest.mark.slow
 def test_ctrl_c_while_the_fits_are_checked_is_one_line_and_exit_130(tmp_path):
-    study = subprocess.Popen(COMMAND[:4] + ["--activations", "tanh"], cwd=tmp_path, stdout=subprocess.PIPE,
+    study = subprocess.Popen([*COMMAND[:4], "--activations", "tanh"], cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     time.sleep(2)  # importing Lightning in the fork server, or checking the fit's configuration
     os.killpg(study.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches every process of the study
-    out, err = study.communicate(timeout=60)
+    _, err = study.communicate(timeout=60)
     assert study.returncode == 130
     assert err.strip().splitlines() == [
         "interrupted: the finished runs are kept in logs/study; the same command trains the others"

@@ -105,6 +105,19 @@ def test_sigmoids_first_layers_get_less_gradient_the_deeper_the_network_and_relu
     assert abs(ratio[8, "relu"] - ratio[2, "relu"]) < 1, ratio
 
 
+def test_off_the_plane_sigmoid_still_lags_and_relu_and_tanh_read_digits():
+    cli = fit("--config", str(EXPERIMENTS / "digits.yaml"), "--summary=null", "--trainer.max_epochs=10",
+              "--members.activations=[sigmoid, tanh, relu]", "--members.seeds=[0, 1]")  # fmt: skip
+    logger = cli.trainer.logger
+    runs = {d.relative_to(logger.log_dir).as_posix(): read_scalars(d) for d in logger.member_dirs}
+    accuracy = {a: statistics.fmean(final(s, "val/acc") for n, s in runs.items() if n.startswith(f"{a}/"))
+                for a in ("sigmoid", "tanh", "relu")}  # fmt: skip
+    assert min(accuracy["tanh"], accuracy["relu"]) > 0.9 and accuracy["sigmoid"] < accuracy["relu"] - 0.2, accuracy
+    ratio = {a: statistics.fmean(final(s, "vanishing_ratio/epoch") for n, s in runs.items() if n.startswith(f"{a}/"))
+             for a in ("sigmoid", "relu")}  # fmt: skip
+    assert ratio["sigmoid"] < ratio["relu"], ratio  # less gradient reaches sigmoid's first layer
+
+
 def test_elu_keeps_mean_activations_nearer_zero_than_relu():
     runs = member_scalars("--config", str(EXPERIMENTS / "elu_means.yaml"), "--trainer.max_epochs=5",
                           "--members.activations=[elu, relu]", "--members.seeds=[0, 1]")  # fmt: skip
@@ -119,8 +132,7 @@ ONE_PROCESS = [config for config in CONFIGS if config.name not in ("ddp_cpu.yaml
 
 @pytest.mark.parametrize("config", ONE_PROCESS, ids=lambda p: p.relative_to(REPO / "configs").as_posix())
 def test_every_config_runs_a_short_epoch(config):
-    cli = fit("--config", str(config), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-              "--data.n_samples=200", "--summary=null")  # fmt: skip
+    cli = fit("--config", str(config), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--summary=null")
     assert cli.trainer.global_step == 2 and torch.isfinite(torch.tensor(cli.model.last_epoch_metrics[0]["val/loss"]))
 
 

@@ -154,6 +154,23 @@ def test_softmax_head_trains_logits_with_cross_entropy_and_gives_probabilities()
     torch.testing.assert_close(model.predicted_classes(logits), logits.argmax(-1))
 
 
+def test_predict_gives_each_classs_probability_for_one_network_or_each_member():
+    x = torch.randn(6, 2)
+    logit_model = ActivationMLP()
+    p_inner = torch.sigmoid(logit_model(x))[0]
+    torch.testing.assert_close(logit_model.predict_step((x,), 0), torch.stack([1 - p_inner, p_inner], 1))
+    model = ActivationMLP(output="softmax", num_classes=3, members=members(("relu", None, 0), ("tanh", None, 1)))
+    probabilities = model.predict_step((x,), 0)
+    assert probabilities.shape == (2, 6, 3)
+    torch.testing.assert_close(probabilities, model(x).softmax(-1))
+
+
+def test_a_sample_of_several_dimensions_is_its_values_in_a_row():
+    model = ActivationMLP(in_features=64, num_classes=10, output="softmax")
+    images = torch.randn(5, 8, 8)  # 8 x 8 pixels, as an image data module would give them
+    torch.testing.assert_close(model(images), model(images.reshape(5, 64)))
+
+
 def test_one_activation_per_hidden_layer():
     torch.manual_seed(0)
     model = ActivationMLP(activation=["relu", "tanh", "leaky_relu"], hidden_sizes=[4, 4, 4], init="auto",

@@ -4,17 +4,23 @@ Each test writes the file the README's "Make it yours" shows into a temporary di
 directory on the import path as a user's own project would be, and runs the real command line.
 """
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from lit_activations.cli import cli_main
 from lit_activations.events import read_scalars
+from lit_activations.model import ActivationMLP
 
-from runs import fit
+from runs import QUIET, fit
 
 SHORT = ("--data.n_samples=200", "--trainer.max_epochs=2")
 
@@ -22,6 +28,8 @@ SHORT = ("--data.n_samples=200", "--trainer.max_epochs=2")
 @pytest.fixture
 def user_dir(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [name for name in sys.modules if name.startswith("my_")]:  # another test's my_model, say
+        monkeypatch.delitem(sys.modules, name)
     return tmp_path
 
 
@@ -110,3 +118,134 @@ def test_a_new_model_in_a_file_of_its_own_keeps_members_monitoring_and_the_cli(u
         scalars = read_scalars(run)
         assert {"train/loss", "saturation/net.1", "grad_norm/net.0.weight"} <= set(scalars)
         assert yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["smoothing"] == 0.2
+
+
+WINE = """
+    from sklearn.datasets import load_wine
+    from lit_activations.data import ArrayDataModule, stratified_splits
+
+
+    class WineDataModule(ArrayDataModule):
+        '''scikit-learn's wines: 13 measurements of 178 wines from 3 cultivars.'''
+
+        num_features, num_classes = 13, 3
+
+        def load(self):
+            x, y = load_wine(return_X_y=True)
+            return stratified_splits(x, y, val_fraction=0.2, test_fraction=0.2, seed=self.hparams.seed)
+"""
+
+
+@pytest.mark.slow
+def test_data_not_in_the_plane_trains_members_and_a_members_checkpoint_alone_validates_and_predicts(user_dir):
+    write(user_dir, "my_wine", WINE)
+    cli = fit("--data=my_wine.WineDataModule", "--data.standardize=true", "--model.output=softmax",
+              "--members.activations=[relu, tanh]", "--trainer.max_epochs=30", "--model.optimizer.lr=0.01")  # fmt: skip
+    assert (cli.model.hparams.in_features, cli.model.hparams.num_classes) == (13, 3)  # from the data module
+    tanh_run = cli.trainer.logger.member_dirs[1]
+    scalars = read_scalars(tanh_run)
+    assert {"saturation/net.1", "dead_units/net.5", "grad_norm/net.0.weight"} <= set(scalars)
+    assert scalars["val/acc"][-1][1] > 0.8  # chance: 0.4
+    (checkpoint,) = (tanh_run / "checkpoints").glob("*.ckpt")
+
+    def command(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "lit_activations", *args], capture_output=True, text=True,
+                                cwd=user_dir, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    model = ActivationMLP.load_from_checkpoint(checkpoint, map_location="cpu")
+    x_val, y_val = cli.datamodule._splits["val"].tensors
+    with torch.no_grad():
+        accuracy = (model(x_val)[0].argmax(-1) == y_val).float().mean().item()
+    validated = command("validate", f"--ckpt_path={checkpoint}").strip().splitlines()
+    assert validated[-2].split() == ["run", "val/acc", "val/loss"] and validated[-1].split()[0] == "tanh"
+    assert float(validated[-1].split()[1]) == pytest.approx(accuracy, abs=1e-4)
+
+    predicted = command("predict", f"--ckpt_path={checkpoint}").strip().splitlines()[-1]
+    assert predicted.endswith(f"for 36 samples to {tanh_run / 'predictions.csv'}")
+    table = np.loadtxt(tanh_run / "predictions.csv", delimiter=",", skiprows=1)
+    x_test = cli.datamodule._splits["test"].tensors[0]
+    with torch.no_grad():
+        probabilities = model(x_test)[0].softmax(-1).numpy()
+    np.testing.assert_allclose(table[:, 1:14], x_test.numpy(), rtol=1e-6)  # index, the 13 inputs, 3 probabilities
+    np.testing.assert_allclose(table[:, 14:], probabilities, rtol=1e-5, atol=1e-7)
+
+
+RESIDUAL = """
+    import torch
+    from lightning.pytorch import LightningModule
+    from torch import nn
+    from torch.nn import functional as F
+
+
+    class ResidualMLP(LightningModule):
+        '''An input layer, then blocks h + tanh(W h): a model of one's own, monitored layer by layer all the same.'''
+
+        def __init__(self, width: int = 16, blocks: int = 4, lr: float = 0.01, in_features: int = 2,
+                     num_classes: int = 2):
+            super().__init__()
+            self.save_hyperparameters()
+            self.inp = nn.Linear(in_features, width)
+            self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.Tanh()) for _ in range(blocks))
+            self.out = nn.Linear(width, num_classes)
+
+        def forward(self, x):
+            h = self.inp(x)
+            for block in self.blocks:
+                h = h + block(h)
+            return self.out(h)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self(x), y.long())
+            self.log("train/loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self(x)
+            self.log("val/loss", F.cross_entropy(logits, y.long()))
+            self.log("val/acc", (logits.argmax(-1) == y).float().mean())
+
+        def predict_step(self, batch, batch_idx):
+            return self(batch[0]).softmax(-1)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+"""
+
+
+def test_a_lightning_module_of_ones_own_is_sized_by_the_data_monitored_validated_and_predicted(user_dir, capsys):
+    write(user_dir, "my_wine", WINE)
+    write(user_dir, "my_model", RESIDUAL)
+    cli = fit("--model=my_model.ResidualMLP", "--model.blocks=3", "--data=my_wine.WineDataModule",
+              "--data.standardize=true", "--trainer.max_epochs=10")  # fmt: skip
+    assert (cli.model.hparams.in_features, cli.model.hparams.num_classes) == (13, 3)  # linked from the data
+    run = Path(cli.trainer.logger.log_dir)
+    assert run.as_posix() == "logs/residualmlp/version_0"  # named after the class
+    scalars = read_scalars(run)
+    assert {f"saturation/blocks.{i}.1" for i in range(3)} | {"grad_norm/blocks.2.0.weight", "val/acc"} <= set(scalars)
+    assert not any("no activation module" in line for line in capsys.readouterr().err.splitlines())
+    checkpoint = run / "checkpoints" / "last.ckpt"
+
+    cli_main(["validate", *QUIET, f"--ckpt_path={checkpoint}"])
+    assert "val/acc" in capsys.readouterr().out  # Lightning's own table of what the model logs
+    cli_main(["predict", *QUIET, f"--ckpt_path={checkpoint}"])
+    table = np.loadtxt(run / "predictions.csv", delimiter=",", skiprows=1)
+    assert table.shape == (36, 1 + 13 + 3)
+    np.testing.assert_allclose(table[:, 14:].sum(1), 1, rtol=1e-5)
+
+
+def test_a_model_calling_its_activation_as_a_function_is_told_what_the_monitor_cannot_see(tmp_path, capsys):
+    cli = fit("--model=functional_mlp.FunctionalMLP", "--data.n_samples=200", "--trainer.max_epochs=2")
+    note = capsys.readouterr().err
+    assert "ActivationMonitor: no activation module in FunctionalMLP (one called as a function, such as F.relu" in note
+    run = cli.trainer.logger.log_dir
+    scalars = read_scalars(run)
+    assert {"grad_norm/hidden.weight", "grad_norm/deeper.weight", "vanishing_ratio/epoch", "val/acc"} <= set(scalars)
+    assert not any(tag.startswith(("saturation/", "dead_units/")) for tag in scalars)
+    events = EventAccumulator(run, size_guidance={"tensors": 0})
+    events.Reload()
+    (text,) = events.Tensors("notes/activation_monitor/text_summary")
+    assert b"make each activation a module (nn.ReLU() in __init__)" in text.tensor_proto.string_val[0]
