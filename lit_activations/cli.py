@@ -61,7 +61,6 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda reco
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIGS / "defaults.yaml"
 EVALUATION_CONFIG = CONFIGS / "evaluate.yaml"  # validate, test and predict: over defaults.yaml
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 # Optimizers whose update of each parameter element depends on that element's gradient history only, so
 # members stacked in one tensor stay independent. LBFGS (a line search over all parameters) and the
@@ -425,18 +424,16 @@ def check_fit(args: list[str], members: list[str]) -> dict[str, Any]:
 
 def _run_cli(args: ArgsType, run: bool = True, **cli_kwargs: Any) -> ActivationCLI:
     """The CLI; ``run=False`` parses ``args`` (no subcommand) and builds the classes without running anything."""
-    defaults: dict[str, Any] = {
-        subcommand: {"default_config_files": [str(DEFAULT_CONFIG)]}
-        | ({"default_config_files": [str(DEFAULT_CONFIG), str(EVALUATION_CONFIG)]} if subcommand in EVALUATIONS else {})
-        for subcommand in SUBCOMMANDS
-    }
+    fit_defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
+    evaluation_defaults = {"default_config_files": [str(DEFAULT_CONFIG), str(EVALUATION_CONFIG)]}
+    defaults = {"fit": fit_defaults} | {subcommand: evaluation_defaults for subcommand in EVALUATIONS}
     return ActivationCLI(
         LightningModule,  # ActivationMLP by default (configs/defaults.yaml); --model=my_package.MyModel for another
         LightningDataModule,  # --data=MoonsDataModule, --data=DigitsDataModule, --data=my_package.MyData
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_class=TerseArgumentParser,
-        parser_kwargs=defaults if run else defaults["fit"],
+        parser_kwargs=defaults if run else fit_defaults,
         run=run,
         save_config_callback=SaveRunConfigs,
         args=args,

@@ -449,8 +449,9 @@ def _stale(runs: list[Run], requested: dict[str, _Checked]) -> str:
     one-line error; or ``""`` (a changed setting must not come back as an old table)."""
     from lit_activations.resume import flatten, option
 
-    ignored = ("ckpt_path", "threads", "trainer.logger.init_args.version", "trainer.logger.init_args.purge_step")
-    where = ("trainer.logger.init_args.save_dir", "trainer.logger.init_args.name")  # a cell's own fit: its directory
+    # where a fit wrote (the study's own choice, by cell) and how fast it ran: not what it trained
+    ignored = ("ckpt_path", "threads", "trainer.logger.init_args.version", "trainer.logger.init_args.purge_step",
+               "trainer.logger.init_args.save_dir", "trainer.logger.init_args.name")  # fmt: skip
     for run in runs:
         asked = requested[setting_name(run.setting)].config
         saved_file = run.directory / "config.yaml"
@@ -464,8 +465,7 @@ def _stale(runs: list[Run], requested: dict[str, _Checked]) -> str:
             model = asked["model"]["init_args"] | {"activation": run.activation, "activation_args": None}
             expected["model"] = asked["model"] | {"init_args": model}
         saved, wanted = flatten(yaml.safe_load(saved_file.read_text())), flatten(expected)
-        skip = ignored if run.members else (*ignored, *where)
-        changed = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k) and k not in skip]
+        changed = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k) and k not in ignored]
         if changed:
             key = changed[0]
             more = f" (and {len(changed) - 1} more: {', '.join(map(option, changed[1:]))})" if changed[1:] else ""

@@ -83,13 +83,13 @@ def test_selu_keeps_unit_variance_through_sixteen_layers_and_relu_and_tanh_do_no
 
 
 @pytest.mark.slow
-def test_sigmoids_first_layers_get_less_gradient_the_deeper_the_network_and_relus_do_not(tmp_path):
+def test_sigmoids_first_layers_get_less_gradient_the_deeper_the_network_and_relus_do_not(tmp_path, capsys):
     """Through the study's command at the top of the YAML, with its --grid over the depth, at a reduced size."""
     config = str(EXPERIMENTS / "depth_vanishing.yaml")
     grid = "model.hidden_sizes=[[16, 16], [16, 16, 16, 16, 16, 16, 16, 16]]"
-    study = ["--config", config, "--activations", "sigmoid,relu", "--seeds", "0,1", "--grid", grid, *SMALL,
-             "--trainer.max_epochs=5"]  # fmt: skip
-    assert compare_main(study) == 0  # in this process: `python -m` would add 5 s of imports
+    study_args = ["--config", config, "--activations", "sigmoid,relu", "--seeds", "0,1", "--grid", grid, *SMALL,
+                  "--trainer.max_epochs=5"]  # fmt: skip
+    assert compare_main(study_args) == 0  # in this process: `python -m` would add 5 s of imports
     study = tmp_path / "logs" / "study"
     assert "| setting | activation |" in (study / "results.md").read_text()
     rows = {(row["setting"], row["activation"]): row for row in csv.DictReader((study / "results.csv").open())}
@@ -103,6 +103,8 @@ def test_sigmoids_first_layers_get_less_gradient_the_deeper_the_network_and_relu
             assert ratio[depth, activation] == pytest.approx(expected)
     assert ratio[8, "sigmoid"] <= ratio[2, "sigmoid"] - 1, ratio  # at least a decade less at depth 8
     assert abs(ratio[8, "relu"] - ratio[2, "relu"]) < 1, ratio
+    assert compare_main(study_args) == 0  # the same study again: every run of every setting finished before
+    assert capsys.readouterr().out.count("skipped (finished before)") == 8
 
 
 def test_off_the_plane_sigmoid_still_lags_and_relu_and_tanh_read_digits():
