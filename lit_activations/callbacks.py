@@ -295,8 +295,8 @@ class ActivationMonitor(Callback):
             "notes/activation_monitor",
             f"ActivationMonitor: no activation module in {type(pl_module).__name__} (one called as a function, such"
             " as F.relu in forward, has no module to hook), so its runs get no saturation/, dead_units/,"
-            " activation_mean/ or activation_std/ tags; make each activation a module (nn.ReLU() in __init__), or"
-            " name them with --monitor.activation_pattern",
+            " activation_mean/ or activation_std/ tags; make each activation a module (nn.ReLU() in __init__, called"
+            " in forward)",
         )
 
     def _candidate_hook(self, name: str):

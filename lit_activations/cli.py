@@ -9,6 +9,7 @@ import pkgutil
 import sys
 import traceback
 import warnings
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lit_activations import lock
 from lit_activations.callbacks import ActivationMonitor
@@ -37,10 +39,10 @@ from lit_activations.resume import (
     checkpoint_file,
     flatten,
     last_checkpoint,
-    last_run,
     option,
     refuse_changes,
     refuse_member_checkpoint,
+    resumable_runs,
     run_of,
     trained_configuration,
 )
@@ -57,6 +59,44 @@ warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`,
 warnings.filterwarnings("ignore", message="Couldn't infer the batch indices fetched from your dataloader")
 # Lightning's advertisements for its cloud services ("💡 Tip: ..."), printed at every fit.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "💡" not in record.getMessage())
+
+
+
+class _HeldLogs(logging.Filter):
+    """Holds back what the given loggers say until ``release``; ``drop`` forgets it.
+
+    Lightning says "Seed set to 0" and "GPU available: …" before the classes' own checks run, so a
+    refused command would print them above its one line of error. The CLI holds them from the start
+    of parsing and lets them out once the classes are built.
+    """
+
+    def __init__(self, *names: str) -> None:
+        super().__init__()
+        self.loggers = [logging.getLogger(name) for name in names]
+        self.records: list[logging.LogRecord] = []
+
+    def hold(self) -> None:
+        self.records = []
+        for logger in self.loggers:
+            logger.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+    def release(self) -> None:
+        records = self.drop()
+        for record in records:
+            logging.getLogger(record.name).handle(record)
+
+    def drop(self) -> list[logging.LogRecord]:
+        for logger in self.loggers:
+            logger.removeFilter(self)
+        records, self.records = self.records, []
+        return records
+
+
+_LIGHTNING_NEWS = _HeldLogs("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero")
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIGS / "defaults.yaml"
@@ -152,19 +192,22 @@ class ActivationCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        _LIGHTNING_NEWS.hold()  # "Seed set to 0", "GPU available": said once the command is known to be right
         argv = sys.argv[1:] if args is None else args
         argv = argv if isinstance(argv, list) else []
         config_files_in_use(argv)
-        for target, source in LINKED_FROM_DATA.items():  # the parser drops a linked target's value without a word
-            given = (f"--model.{target}", f"--model.init_args.{target}")
-            if any(arg == flag or arg.startswith(f"{flag}=") for arg in argv for flag in given):
-                parser.error(
-                    f"model.{target} is the data module's {source}, not an option of its own;"
-                    " choose the data instead, e.g. --data=SpiralsDataModule --data.num_classes=3"
-                )
-        super().parse_arguments(parser, args)
-        subcommand = self.config.get("subcommand")
+        if dropped := _dropped_flag(argv):  # the parser would drop these flags without a word
+            parser.error(dropped)
         try:
+            # The model of a checkpoint named on the command line is known before parsing, so that its own
+            # options parse (the default model, ActivationMLP, would refuse those of another class).
+            with_trained = _with_trained_configuration(argv)
+            if with_trained is argv:
+                super().parse_arguments(parser, args)
+            else:  # what LightningCLI's own does with a list (which, given sys.argv too, it would warn about)
+                self.config = parser.parse_args(with_trained)
+            subcommand = self.config.get("subcommand")
+            _fit_the_model(self._own_config())  # before finding `last`: another model's runs are named after it
             if subcommand == "fit" and self.config.fit.ckpt_path:
                 self._resume_run(parser, argv)
             elif subcommand in EVALUATIONS and self.config[subcommand].ckpt_path:
@@ -184,7 +227,9 @@ class ActivationCLI(LightningCLI):
             super().instantiate_classes()
             _check_sharding(self.datamodule, self.trainer, self._own_config().trainer.use_distributed_sampler)
             _check_training(self.model, self.trainer)
+            _check_evaluation(self.model, self.config.get("subcommand"))
         except Exception as err:
+            _LIGHTNING_NEWS.drop()
             # A value the classes' own checks refuse (not a bug in anyone's code): report like a parse error.
             # jsonargparse wraps what a subclass-mode group (--data) raises; the refusal is then its cause.
             refusal = _config_error(err)
@@ -196,6 +241,7 @@ class ActivationCLI(LightningCLI):
             if root is err:
                 raise
             raise root.with_traceback(root.__traceback__) from None  # a bug in someone's code: its own traceback
+        _LIGHTNING_NEWS.release()
 
     def after_fit(self) -> None:
         """One line to say where the run is and how to look at it."""
@@ -225,10 +271,10 @@ class ActivationCLI(LightningCLI):
             return
         tags = sorted({tag for row in rows for tag in row if tag.startswith(f"{stage}/")})
         labels = [member.label for member in self.model.members]
-        width = max(len("run"), *map(len, labels))
+        width = max(len("member"), *map(len, labels))
         ckpt = self.config[self.subcommand].ckpt_path
         lines = [f"{self.subcommand} {ckpt if ckpt else '(no checkpoint: the initial weights)'}"]
-        lines.append(f"{'run':<{width}}" + "".join(f"  {tag:>10}" for tag in tags))
+        lines.append(f"{'member':<{width}}" + "".join(f"  {tag:>10}" for tag in tags))
         lines += [f"{label:<{width}}" + "".join(f"  {row[tag]:>10.4f}" for tag in tags) for label, row in
                   zip(labels, rows, strict=True)]  # fmt: skip
         print("\n".join(lines), flush=True)
@@ -271,6 +317,11 @@ class ActivationCLI(LightningCLI):
         an argument) to its defaults: a run of ``configs/tutorial.yaml`` would resume with lr 1e-3.
         """
 
+    def _changes_to(self, parser: LightningArgumentParser, argv: list[str], run: Path) -> list[str]:
+        """What resuming ``run`` with ``argv`` would change of its experiment (``resume.EXPERIMENT``)."""
+        saved = parser.parse_args(["fit", "--config", str(run / "config.yaml")]).fit
+        return changed_options(saved, _parsed_under(parser, argv, "fit", str(run / "config.yaml")).fit)
+
     def _resume_run(self, parser: LightningArgumentParser, argv: list[str]) -> None:
         """Continue the checkpoint's run, in its own directory and with its own configuration (``resume.py``).
 
@@ -278,7 +329,8 @@ class ActivationCLI(LightningCLI):
         --ckpt_path PATH`` resumes exactly; flags that would change the experiment are refused before
         anything in the run directory is touched, and so is a run that another process is training.
         Events the interrupted run wrote after the checkpoint's step are purged from TensorBoard's view.
-        With ``last``, a run that stopped before its first checkpoint starts over in its own directory.
+        ``last`` is the newest run under the logger's directory that the command's flags can continue (a
+        run that stopped before its first checkpoint starts over in its own directory).
         A checkpoint outside a run directory continues training in a new one.
         """
         logger = self.config.fit.trainer.logger
@@ -286,12 +338,14 @@ class ActivationCLI(LightningCLI):
             return
         ckpt_path = self.config.fit.ckpt_path
         if ckpt_path == "last":
-            run = last_run(logger.init_args.save_dir, logger.init_args.name)
-            checkpoint = last_checkpoint(run) if run is not None else None
-            if run is None:
+            runs = resumable_runs(logger.init_args.save_dir, logger.init_args.name)
+            if not runs:
                 _say(f"no run under {Path(logger.init_args.save_dir, logger.init_args.name)} to resume: a new run")
                 self.config.fit.ckpt_path = None
                 return
+            # the newest run that this command can continue; if none can, the newest, whose refusal says why
+            run = next((run for run in runs if not self._changes_to(parser, argv, run)), runs[0])
+            checkpoint = last_checkpoint(run)
         else:
             checkpoint = checkpoint_file(ckpt_path)
             run = run_of(checkpoint) if checkpoint is not None else None
@@ -358,6 +412,50 @@ class SaveRunConfigs(SaveConfigCallback):
             config["members"] = {"activations": None, "seeds": None, "run_dir": None}
             directory.mkdir(parents=True, exist_ok=True)
             _write_whole(directory / self.config_filename, yaml.safe_dump(config, sort_keys=False))
+
+
+def _dropped_flag(argv: list[str]) -> str:
+    """What the parser would drop without a word, as the message that says so; ``""`` if nothing.
+
+    A linked option (``--model.in_features``: the data decide it), and a class's option typed before
+    ``--model=...`` or ``--data=...``, which replaces the class and its options (jsonargparse reads in order).
+    """
+    for target, source in LINKED_FROM_DATA.items():
+        given = (f"--model.{target}", f"--model.init_args.{target}")
+        if any(arg == flag or arg.startswith(f"{flag}=") for arg in argv for flag in given):
+            return (
+                f"model.{target} is the data module's {source}, not an option of its own;"
+                " choose the data instead, e.g. --data=SpiralsDataModule --data.num_classes=3"
+            )
+    for group in ("model", "data"):
+        chosen = [i for i, arg in enumerate(argv) if arg == f"--{group}" or arg.startswith(f"--{group}=")]
+        early = [arg.split("=")[0] for arg in argv[: chosen[-1]] if arg.startswith(f"--{group}.")] if chosen else []
+        if early:
+            return f"{early[0]} comes before --{group}=..., which replaces the {group} and its options; put it after"
+    return ""
+
+
+def _with_trained_configuration(argv: list[str]) -> list[str]:
+    """``argv`` with what its ``--ckpt_path`` file was trained with read right after the subcommand.
+
+    For ``fit``, the run's ``config.yaml`` (the resumed run's configuration, which the flags then change);
+    for ``validate``, ``test`` and ``predict``, and a checkpoint outside a run, ``trained_configuration``.
+    Unchanged without a checkpoint file on the command line.
+    """
+    at = next((i for i, arg in enumerate(argv) if arg in ("fit", *EVALUATIONS)), None)
+    values = [b if a == "--ckpt_path" else a.partition("=")[2] for a, b in pairwise([*argv, ""])
+              if a == "--ckpt_path" or a.startswith("--ckpt_path=")]  # fmt: skip
+    if at is None or not values or not Path(values[-1]).is_file():
+        return argv
+    checkpoint = Path(values[-1])
+    run = run_of(checkpoint)
+    if argv[at] == "fit" and run is not None:
+        config = str(run / "config.yaml")
+    elif trained := trained_configuration(checkpoint):
+        config = yaml.safe_dump(trained, sort_keys=False)
+    else:
+        return argv
+    return [*argv[: at + 1], "--config", config, *argv[at + 1 :]]
 
 
 def _parsed_under(parser: LightningArgumentParser, argv: list[str], subcommand: str, config: str) -> Namespace:
@@ -427,13 +525,15 @@ def _run_cli(args: ArgsType, run: bool = True, **cli_kwargs: Any) -> ActivationC
     fit_defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
     evaluation_defaults = {"default_config_files": [str(DEFAULT_CONFIG), str(EVALUATION_CONFIG)]}
     defaults = {"fit": fit_defaults} | {subcommand: evaluation_defaults for subcommand in EVALUATIONS}
+    # run as `python -m lit_activations`, the usage says so (not `__main__.py`)
+    main = {"prog": "python -m lit_activations"} if Path(sys.argv[0]).name == "__main__.py" else {}
     return ActivationCLI(
         LightningModule,  # ActivationMLP by default (configs/defaults.yaml); --model=my_package.MyModel for another
         LightningDataModule,  # --data=MoonsDataModule, --data=DigitsDataModule, --data=my_package.MyData
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_class=TerseArgumentParser,
-        parser_kwargs=defaults if run else fit_defaults,
+        parser_kwargs=(defaults if run else fit_defaults) | main,
         run=run,
         save_config_callback=SaveRunConfigs,
         args=args,
@@ -511,6 +611,20 @@ def _check_sharding(data: LightningDataModule | None, trainer: Trainer, use_dist
             f"invalid trainer.use_distributed_sampler False for {type(data).__name__} on {trainer.world_size}"
             " processes: it does not shard its own batches, so each would train on all of them; set"
             " --trainer.use_distributed_sampler=true"
+        )
+
+
+def _check_evaluation(model: LightningModule, subcommand: str | None) -> None:
+    """Refuse to evaluate with a step the model does not have (Lightning would say so after a traceback).
+
+    Raises:
+        ConfigError: ``validate`` without ``validation_step``, ``test`` without ``test_step``.
+    """
+    step = {"validate": "validation_step", "test": "test_step"}.get(subcommand or "")
+    if step and not is_overridden(step, model):
+        raise ConfigError(
+            f"cannot {subcommand} {type(model).__name__}: it has no {step}; give it one, or use"
+            f" {'validate' if subcommand == 'test' else 'predict'}"
         )
 
 

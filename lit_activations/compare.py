@@ -127,8 +127,8 @@ def compare_main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:  # Ctrl-C while checking or tabulating; while fitting, _study stops the fits first
-        print(f"interrupted: the finished runs are kept in {args.study_dir}; the same command trains the others",
-              file=sys.stderr, flush=True)  # fmt: skip
+        kept = f"the finished runs are kept in {args.study_dir}" if args.study_dir.exists() else "nothing was written"
+        print(f"interrupted: {kept}; the same command trains the others", file=sys.stderr, flush=True)
         return 130
 
 
@@ -456,7 +456,7 @@ def _stale(runs: list[Run], requested: dict[str, _Checked]) -> str:
         asked = requested[setting_name(run.setting)].config
         saved_file = run.directory / "config.yaml"
         if not saved_file.is_file():
-            return f"error: {run.directory} has no config.yaml to tell what it was trained with; use --fresh"
+            return f"{run.directory} has no config.yaml to tell what it was trained with; use --fresh"
         expected = asked | {
             "seed_everything": run.seed,
             "members": dict.fromkeys(("activations", "seeds", "run_dir")),
@@ -471,7 +471,7 @@ def _stale(runs: list[Run], requested: dict[str, _Checked]) -> str:
             more = f" (and {len(changed) - 1} more: {', '.join(map(option, changed[1:]))})" if changed[1:] else ""
             was, now = saved.get(key), wanted.get(key)
             return (
-                f"error: {run.directory} was trained with {option(key)}={was!r}, not {now!r}{more};"
+                f"{run.directory} was trained with {option(key)}={was!r}, not {now!r}{more};"
                 " give another --study_dir, or --fresh to train the study's runs again"
             )
     return ""

@@ -23,16 +23,18 @@ from lit_activations.errors import ConfigError
 
 # The model's arguments that the data decide (the CLI links them from the data module).
 DATA_SIZED = ("in_features", "num_classes")
+# Values the CLI computes from other options (``--members.*``): a change shows in those.
+DERIVED = ("model.init_args.members",)
 # What defines the experiment a run holds: changing one of these on resume is refused.
 EXPERIMENT = ("seed_everything", "model.", "data.", "members.", "trainer.precision", "trainer.accumulate_grad_batches",
               "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm")  # fmt: skip
 
 
-def last_run(save_dir: str | Path, name: str) -> Path | None:
-    """The run ``--ckpt_path last`` continues: of the runs under ``save_dir/name``, the one written to last.
+def resumable_runs(save_dir: str | Path, name: str) -> list[Path]:
+    """The runs under ``save_dir/name`` that ``--ckpt_path last`` may continue, the one written to last first.
 
     A run counts if it has its ``config.yaml`` and either a checkpoint or, trained with checkpoints on,
-    none yet (it stopped before its first and starts over in place). ``None`` if there is no such run.
+    none yet (it stopped before its first and starts over in place).
     """
     runs = []
     for run in Path(save_dir, name).glob("version_*"):
@@ -41,7 +43,7 @@ def last_run(save_dir: str | Path, name: str) -> Path | None:
         if last_checkpoint(run) is None and _trained_without_checkpoints(run):
             continue  # a finished run, not a stopped one
         runs.append(run)
-    return max(runs, key=_last_written, default=None)
+    return sorted(runs, key=_last_written, reverse=True)
 
 
 def last_checkpoint(run: Path) -> Path | None:
@@ -124,7 +126,8 @@ def trained_configuration(checkpoint: Path) -> dict[str, Any]:
 def changed_options(saved: Namespace, given: Namespace, keys: tuple[str, ...] = EXPERIMENT) -> list[str]:
     """The options under ``keys`` whose values differ between two configurations, as flattened keys."""
     before, after = flatten(saved.as_dict()), flatten(given.as_dict())
-    return [k for k in sorted(set(before) | set(after)) if k.startswith(keys) and before.get(k) != after.get(k)]
+    every = sorted(set(before) | set(after))
+    return [k for k in every if k.startswith(keys) and k not in DERIVED and before.get(k) != after.get(k)]
 
 
 def refuse_changes(run: Path, saved: Namespace, resumed: Namespace, checkpoint: Path | None) -> None:

@@ -231,9 +231,7 @@ def test_ctrl_c_while_the_fits_are_checked_is_one_line_and_exit_130(tmp_path):
     os.killpg(study.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches every process of the study
     _, err = study.communicate(timeout=60)
     assert study.returncode == 130
-    assert err.strip().splitlines() == [
-        "interrupted: the finished runs are kept in logs/study; the same command trains the others"
-    ]
+    assert err.strip().splitlines() == ["interrupted: nothing was written; the same command trains the others"]
     assert not (tmp_path / "logs").exists()
 
 

@@ -231,3 +231,15 @@ def test_runs_killed_at_any_moment_resume_to_what_an_uninterrupted_fit_logs(tmp_
         assert {t: v for t, v in ours.items() if not t.startswith("final/")} == {
             t: v for t, v in theirs.items() if not t.startswith("final/")
         }
+
+
+def test_last_resumes_the_newest_run_that_the_command_can_continue(tmp_path, capsys):
+    first = fit(*SMALL, "--trainer.max_epochs=1")  # version_0: 200 points
+    fit("--data.n_samples=300", "--model.activation=tanh", "--trainer.max_epochs=1")  # version_1, newer: 300 points
+    resumed = fit(*SMALL, "--trainer.max_epochs=2", "--ckpt_path=last")  # the flags say 200 points: version_0
+    assert resumed.trainer.logger.log_dir == first.trainer.logger.log_dir and resumed.trainer.current_epoch == 2
+    with pytest.raises(SystemExit):  # no run has 250 points: the newest one's refusal says why
+        fit("--data.n_samples=250", "--model.activation=tanh", "--trainer.max_epochs=3", "--ckpt_path=last")
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"error: cannot resume {Path('logs/tanh/version_0')} with data.n_samples=250: it was trained with 200;"
+    )  # version_0, resumed last, is now the newest
