@@ -1,16 +1,20 @@
 """``PeriodicCheckpoint``: Lightning's ModelCheckpoint, every n epochs and always after the last one.
 
-Also each member's own checkpoint at the end of a fit of several members (``member_checkpoint``).
+Also each member's own checkpoint at the end of a fit of several members (``member_checkpoint``), and
+``AtomicCheckpointIO``, which writes a checkpoint whole or not at all.
 """
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
 from lit_activations.logger import TensorBoardRunLogger
@@ -86,3 +90,32 @@ def member_checkpoint(checkpoint: dict[str, Any], model: LightningModule, k: int
         "state_dict": model.member_state_dict(k, checkpoint["state_dict"]),
         "hyper_parameters": hyper_parameters,
     }
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` of a checkpoint, into a file beside it that is then renamed over it.
+
+    A reader, or a resume, finds the previous checkpoint or the new one, whole, whatever stops the write
+    (a full disk, ``kill -9``). Lightning's own writes a temporary file in the system's temporary
+    directory and moves it, which copies rather than renames when that is another file system, and
+    leaves the temporary file behind when its process is killed. Remote paths (``s3://…``) are
+    Lightning's to write.
+    """
+
+    @override
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        content = io.BytesIO()
+        torch.save(checkpoint, content)  # (into a file, torch reports a full disk as a RuntimeError of its stream)
+        try:
+            partial.write_bytes(content.getbuffer())
+            os.replace(partial, path)
+        except OSError as err:  # (a failed write does not name its file)
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        finally:
+            partial.unlink(missing_ok=True)

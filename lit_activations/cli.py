@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import errno
 import logging
 import os
 import pkgutil
 import sys
+import threading
 import traceback
 import warnings
 from itertools import pairwise
@@ -28,7 +30,7 @@ from lit_activations.callbacks import ActivationMonitor
 from lit_activations.checkpoint import PeriodicCheckpoint
 from lit_activations.data import data_shape
 from lit_activations.divergence import DivergenceGuard, TrainingDiverged
-from lit_activations.errors import ConfigError
+from lit_activations.errors import ConfigError, check_seed
 from lit_activations.logger import TensorBoardRunLogger
 from lit_activations.members import expand_members, fit_name, member_run_dirs
 from lit_activations.model import ActivationMLP
@@ -42,6 +44,7 @@ from lit_activations.resume import (
     option,
     refuse_changes,
     refuse_member_checkpoint,
+    refuse_missing_members,
     resumable_runs,
     run_of,
     trained_configuration,
@@ -213,6 +216,7 @@ class ActivationCLI(LightningCLI):
             elif subcommand in EVALUATIONS and self.config[subcommand].ckpt_path:
                 self._evaluate_checkpoint(parser, argv, subcommand)
             _fit_the_model(self._own_config())
+            check_seed("seed_everything", self._own_config().seed_everything)
         except ConfigError as err:
             parser.error(str(err), err)
 
@@ -228,6 +232,7 @@ class ActivationCLI(LightningCLI):
             _check_sharding(self.datamodule, self.trainer, self._own_config().trainer.use_distributed_sampler)
             _check_training(self.model, self.trainer)
             _check_evaluation(self.model, self.config.get("subcommand"))
+            _check_writable(self.trainer.logger)
         except Exception as err:
             _LIGHTNING_NEWS.drop()
             # A value the classes' own checks refuse (not a bug in anyone's code): report like a parse error.
@@ -353,11 +358,18 @@ class ActivationCLI(LightningCLI):
                 return
         if checkpoint is not None:
             refuse_member_checkpoint(checkpoint)
-        if rank_zero_only.rank == 0 and not lock.hold(run):
-            raise ConfigError(f"cannot resume {run}: another process is training it; wait for it to end")
         saved = parser.parse_args(["fit", "--config", str(run / "config.yaml")]).fit
         self.config = _parsed_under(parser, argv, "fit", str(run / "config.yaml"))
         refuse_changes(run, saved, self.config.fit, checkpoint)
+        if checkpoint is not None:  # (a run that starts over makes its members' directories anew)
+            refuse_missing_members(run, self.config.fit.trainer.logger.init_args.get("members"))
+        if rank_zero_only.rank == 0:  # (the other ranks of a DDP fit run this too, under rank 0's lock)
+            try:
+                stale = lock.hold(run)
+            except lock.Held as held:
+                raise ConfigError(f"cannot resume {run}: {held.holder} is training it; wait for it to end") from None
+            if stale:
+                _say(f"{run} was left by {stale}, which is gone: resuming it")
         # config.yaml keeps recording the run: what it was trained with, and only the changes the flags asked for
         record = copy.deepcopy(self.config.fit)
         record.trainer.logger, record.ckpt_path = saved.trainer.logger, saved.ckpt_path
@@ -370,9 +382,15 @@ class ActivationCLI(LightningCLI):
             _say(f"{run} stopped before its first checkpoint: training it again from the start, in place")
             logger.init_args.purge_step, self.config.fit.ckpt_path = 0, None
             return
-        step = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
-        logger.init_args.purge_step = step + 1
+        saved_state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        logger.init_args.purge_step = saved_state["global_step"] + 1
         self.config.fit.ckpt_path = str(checkpoint)
+        newest = last_checkpoint(run)
+        trained = torch.load(newest, map_location="cpu", weights_only=True)["epoch"] if newest else -1
+        if trained > saved_state["epoch"]:  # (the refusals above came first: nothing was touched yet)
+            done = saved_state["epoch"] + 1
+            _say(f"resuming {run} after epoch {done} ({checkpoint.name}), though it has trained {trained + 1}:"
+                 f" epochs {done + 1}-{trained + 1} are trained again, their events hidden")  # fmt: skip
 
 
 class SaveRunConfigs(SaveConfigCallback):
@@ -484,11 +502,29 @@ def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:
     ``cli_kwargs`` go to ``LightningCLI``, e.g. ``trainer_defaults={"callbacks": [...]}`` from a script.
     A diverged run ends with its one-line message and exit status 1.
     """
+    threading.excepthook = _quiet_about_the_disk
     try:
         return _run_cli(args, **cli_kwargs)
     except TrainingDiverged as err:
         sys.stderr.write(f"error: {err}\n")
         sys.exit(1)
+    except OSError as err:  # the disk, not the code: a full disk, a file system gone read-only, a quota
+        if err.errno not in DISK_FAULTS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        sys.stderr.write(f"error: cannot write{where}: {err.strerror}; every checkpoint written is whole\n")
+        sys.exit(1)
+
+
+DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # what a full or read-only disk raises
+
+
+def _quiet_about_the_disk(args: threading.ExceptHookArgs) -> None:
+    """A thread's uncaught exception, but for a disk fault in TensorBoard's writer thread, which the main thread
+    meets again and reports in one line (``cli_main``)."""
+    if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_FAULTS:
+        return
+    threading.__excepthook__(args)
 
 
 def check_fit(args: list[str], members: list[str]) -> dict[str, Any]:
@@ -612,6 +648,17 @@ def _check_sharding(data: LightningDataModule | None, trainer: Trainer, use_dist
             " processes: it does not shard its own batches, so each would train on all of them; set"
             " --trainer.use_distributed_sampler=true"
         )
+
+
+def _check_writable(logger: Any) -> None:
+    """Refuse a logger directory this process cannot write in, before anything is written.
+
+    Raises:
+        ConfigError: the save directory is (under) a file, or cannot be written.
+    """
+    save_dir = getattr(logger, "save_dir", None)
+    if save_dir is not None and (reason := lock.unwritable(save_dir)):
+        raise ConfigError(f"invalid trainer.logger.save_dir {save_dir}: {reason}")
 
 
 def _check_evaluation(model: LightningModule, subcommand: str | None) -> None:

@@ -25,13 +25,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import ctypes
 import hashlib
 import importlib
 import importlib.util
+import io
 import json
 import math
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.util
 import os
 import re
 import shutil
@@ -40,16 +43,20 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import pairwise, product
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import yaml
 
-from lit_activations.errors import ConfigError
+from lit_activations import lock
+from lit_activations.errors import SEEDS, ConfigError
 
 # Loaded once by the server the fits are forked from: what a fit imports, this module (the processes' target) and
 # the event reader. This module imports torch, TensorBoard and matplotlib only once the server is starting.
@@ -57,6 +64,8 @@ _PRELOAD = ["lit_activations.compare", "lit_activations.cli", "lit_activations.e
             "sklearn.model_selection"]  # fmt: skip
 
 FINISHED = "finished"  # marker file in a run directory whose fit exited cleanly
+_PR_SET_PDEATHSIG = 1  # prctl(2): a signal for this process when its parent ends
+STOP_GRACE = 30  # seconds a fit has to stop after the study stops it, before it is killed
 COLUMNS = ("setting", "activation", "runs", "failed", "val_acc_mean", "val_acc_std", "epochs_to_90",
            "seeds_reaching_90", "vanishing_ratio", "saturation", "dead_units", "error")  # fmt: skip
 
@@ -121,15 +130,40 @@ def compare_main(argv: list[str]) -> int:
         parser.error("--members.* is compare's own choice: give the cells with --activations and --seeds")
     if args.ray_address and args.launcher != "ray":
         parser.error("--ray_address is for --launcher ray")
+    handlers = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return _study(args, fit_args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C while checking or tabulating; while fitting, _study stops the fits first
+    except UserCodeFailed as err:
+        print(err, file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM, SIGHUP; while fitting, _run_fits has stopped the fits first
         kept = f"the finished runs are kept in {args.study_dir}" if args.study_dir.exists() else "nothing was written"
-        print(f"interrupted: {kept}; the same command trains the others", file=sys.stderr, flush=True)
-        return 130
+        with contextlib.suppress(OSError):  # (a closed terminal, after SIGHUP)
+            print(f"interrupted: {kept}; the same command trains the others", file=sys.stderr, flush=True)
+        return 128 + getattr(stop, "signum", signal.SIGINT)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+class UserCodeFailed(Exception):
+    """Checking the study's fits met a bug in the user's own code (their model's ``__init__``, say); the message is
+    its traceback."""
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a closed terminal): the study stops as on Ctrl-C, with its fits."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
 
 
 def _study(args: argparse.Namespace, fit_args: list[str]) -> int:
@@ -139,6 +173,8 @@ def _study(args: argparse.Namespace, fit_args: list[str]) -> int:
         ConfigError: what the fits would refuse, a finished run trained otherwise, a cluster that cannot run them.
     """
     started = time.monotonic()
+    if reason := lock.unwritable(args.study_dir):  # before the checks, which would name the fits' own directory
+        raise ConfigError(f"invalid --study_dir {args.study_dir}: {reason}")
     if args.launcher == "ray":
         if importlib.util.find_spec("ray") is None:
             raise ConfigError("--launcher ray needs Ray, an optional extra: pip install -e '.[ray]'")
@@ -151,6 +187,7 @@ def _study(args: argparse.Namespace, fit_args: list[str]) -> int:
     context = _process_context()  # the server starts importing Lightning (5 s) while this process goes on
     settings = [dict(point) for point in product(*[[(k, v) for v in values] for k, values in _merged(args.grid)])]
     requested = _requested(fit_args, args, context, settings)
+    _hold(args.study_dir)  # from here on this study writes in it; nothing before wrote anything
     runs = _cells(args, settings, requested)
     finished_before = [] if args.fresh else [run for run in runs if (run.directory / FINISHED).exists()]
     if error := _stale(finished_before, requested):
@@ -185,6 +222,24 @@ def _study(args: argparse.Namespace, fit_args: list[str]) -> int:
     print(f"{len(runs)} run{'s' * (len(runs) != 1)} in {time.monotonic() - started:.1f} s", flush=True)
     _tabulate(runs, args.study_dir, context)
     return 1 if any(run.error for run in runs) else 0
+
+
+def _hold(study_dir: Path) -> None:
+    """Lock the study directory for this study (``lit_activations.lock``), saying so if a killed one left it.
+
+    Raises:
+        ConfigError: another live study holds it, or it cannot be a directory this process writes in.
+    """
+    try:
+        stale = lock.hold(study_dir)
+    except lock.Held as held:
+        raise ConfigError(
+            f"{study_dir} is in use by another study ({held.holder}); wait for it to end, or give another --study_dir"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"invalid --study_dir {study_dir}: {err.strerror} ({err.filename})") from None
+    if stale:
+        print(f"{study_dir} was left by a study that is gone ({stale}): taking it over", file=sys.stderr, flush=True)
 
 
 def _cells(args: argparse.Namespace, settings: list[dict[str, Any]], requested: dict[str, _Checked]) -> list[Run]:
@@ -300,7 +355,7 @@ def _fit(runs: list[Run], fit_args: list[str], study_dir: Path, threads: int, la
     fits = study_dir / "fits" / setting_name(runs[0].setting)
     version = _fit_version(runs)
     for directory in (*fits.glob(f"*/{version}"), *(run.directory for run in runs)):
-        shutil.rmtree(directory, ignore_errors=True)  # what an unfinished earlier attempt left
+        shutil.rmtree(directory, ignore_errors=True)  # what an unfinished earlier attempt left (its log is replaced)
     if runs[0].members:
         entries: list[dict[str, object]] = []
         for run in runs:  # consecutive cells of one activation: one entry with their seeds
@@ -321,7 +376,7 @@ def _fit(runs: list[Run], fit_args: list[str], study_dir: Path, threads: int, la
                  f"--trainer.logger.init_args.version={run.directory.name}"]  # fmt: skip
     started = time.monotonic()
     arguments = [*_fit_arguments(fit_args, study_dir, runs[0].setting), *where, *own]
-    exitcode, lines = launcher.run(arguments, threads, runs[0].setting)
+    exitcode, lines = launcher.run(arguments, threads, runs[0].setting, fits / f"{version}.log")
     for run in runs:
         if exitcode == 0:
             (run.directory / FINISHED).touch()
@@ -358,8 +413,11 @@ class Launcher(Protocol):
     cpus: int  # the cores the fits share
     default_jobs: int  # fits at a time unless --jobs says
 
-    def run(self, arguments: list[str], threads: int, setting: dict[str, Any]) -> tuple[int | None, list[str]]:
-        """``python -m lit_activations ARGUMENTS`` with ``threads`` threads: its exit status and output lines."""
+    def run(
+        self, arguments: list[str], threads: int, setting: dict[str, Any], log: Path
+    ) -> tuple[int | None, list[str]]:
+        """``python -m lit_activations ARGUMENTS`` with ``threads`` threads, its output into the file ``log``: its exit
+        status and output lines."""
         ...
 
     def interrupt(self) -> None:
@@ -376,30 +434,38 @@ class LocalLauncher:
         self.context = context
         self.cpus = self.default_jobs = os.cpu_count() or 1
         self._running: set[multiprocessing.process.BaseProcess] = set()
-        self._stopping = False
+        self._stopping = 0.0  # when interrupt() came
 
     def run(
-        self, arguments: list[str], threads: int, setting: dict[str, Any] | None = None
+        self, arguments: list[str], threads: int, setting: dict[str, Any] | None, log: Path
     ) -> tuple[int | None, list[str]]:
-        with tempfile.TemporaryDirectory() as scratch:
-            output = Path(scratch) / "output.txt"
-            process = self.context.Process(target=fit_process, args=(arguments, threads, output))
-            if self._stopping:
-                return None, ["error: interrupted before it started"]
-            process.start()
-            self._running.add(process)
-            if self._stopping:  # interrupt() came between start and add
-                os.kill(process.pid, signal.SIGINT)
-            process.join()
-            self._running.discard(process)
-            lines = output.read_text(errors="replace").strip().splitlines() if output.exists() else []
-            return process.exitcode, lines
+        if self._stopping:
+            return None, ["error: interrupted before it started"]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        process = self.context.Process(target=_with_the_study, args=(fit_process, arguments, threads, log))
+        process.start()
+        self._running.add(process)
+        if self._stopping:  # interrupt() came between start and add
+            self._stop(process)
+        while process.is_alive():  # a fit that has not stopped a while after being told to is killed
+            process.join(timeout=1)
+            if self._stopping and time.monotonic() - self._stopping > STOP_GRACE:
+                process.kill()
+        self._running.discard(process)
+        return process.exitcode, log.read_text(errors="replace").strip().splitlines() if log.exists() else []
 
     def interrupt(self) -> None:
-        self._stopping = True
-        for process in list(self._running):  # Lightning's own graceful stop (a terminal's Ctrl-C reached them too)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGINT)
+        self._stopping = time.monotonic()
+        for process in list(self._running):
+            self._stop(process)
+
+    @staticmethod
+    def _stop(process: multiprocessing.process.BaseProcess) -> None:
+        """SIGTERM: Lightning stops the fit at its next batch (its SIGTERM handling), closes the event files and
+        exits. Not SIGINT: a KeyboardInterrupt can strike inside the event writer's queue and leave its thread
+        waiting for ever; the fits ignore the terminal's Ctrl-C, which this process turns into this."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
 
     def close(self) -> None:
         pass  # the fork server ends with this process
@@ -431,16 +497,20 @@ def _requested(
     checked = {}
     for setting in settings:
         arguments = _fit_arguments(fit_args, args.study_dir, setting)[1:]  # the fit's flags, without `fit`
-        with tempfile.TemporaryDirectory() as scratch:
-            output = Path(scratch) / "output.txt"
-            process = context.Process(target=check_process, args=(arguments, members, output))
-            process.start()
-            process.join()
-            lines = output.read_text(errors="replace").strip().splitlines() if output.exists() else []
-        if process.exitcode != 0:
-            message = lines[-1] if lines else f"the fit's arguments failed with exit status {process.exitcode}"
-            raise ConfigError(message.removeprefix("error: ").removesuffix(" (see --help)"))
-        checked[setting_name(setting)] = _Checked(**json.loads(lines[-1]))
+        receiver, sender = context.Pipe(duplex=False)  # (a pipe, not a file: nothing left if the study is killed)
+        process = context.Process(target=_with_the_study, args=(check_process, arguments, members, sender))
+        process.start()
+        sender.close()
+        try:
+            outcome, result = receiver.recv()
+        except EOFError:  # the process died before it could answer
+            outcome, result = "refused", f"the check of the fit's arguments ended with exit status {process.exitcode}"
+        process.join()
+        if outcome == "refused":
+            raise ConfigError(result.removeprefix("error: ").removesuffix(" (see --help)"))
+        if outcome == "failed":  # a bug in the user's own code (their model's __init__, say): its traceback
+            raise UserCodeFailed(result)
+        checked[setting_name(setting)] = _Checked(**result)
     return checked
 
 
@@ -484,19 +554,39 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return read(run_dir)
 
 
-def check_process(arguments: list[str], members: list[str], output: Path) -> None:
-    """The body of a check's process: ``lit_activations.cli.check_fit``, its result as a last line of JSON in
-    ``output`` (or its one-line error, and exit status 2)."""
+def check_process(arguments: list[str], members: list[str], sender: Connection) -> None:
+    """The body of a check's process: ``lit_activations.cli.check_fit``, and what came of it through ``sender``:
+    ``("checked", result)``, ``("refused", its one-line error)`` or ``("failed", a traceback)``."""
     from lit_activations.cli import check_fit
 
-    _output_to(output)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # the fork server ignores Ctrl-C; a check stops
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())  # Lightning's and C libraries' output: not the study's
+    os.dup2(null, sys.stderr.fileno())
+    said = io.StringIO()
     try:
-        checked = check_fit(arguments, members)
+        with contextlib.redirect_stderr(said):
+            checked = check_fit(arguments, members)
     except ConfigError as err:
-        print(f"error: {err}", flush=True)
-        sys.exit(2)
-    print(json.dumps(checked), flush=True)
+        sender.send(("refused", f"error: {err}"))
+    except SystemExit:  # the parser's one-line error, written to stderr
+        lines = said.getvalue().strip().splitlines()
+        sender.send(("refused", lines[-1] if lines else "error: the fit's arguments were refused"))
+    except Exception:
+        sender.send(("failed", traceback.format_exc()))
+    else:
+        sender.send(("checked", checked))
+
+
+def _with_the_study(target: Callable[..., None], *args: Any) -> None:
+    """Run ``target(*args)`` in a process that ends with the study: on Linux it gets SIGTERM (Lightning's graceful
+    stop, in a fit) when its parent ends. Its parent is the fork server, which ends when the study's own process
+    does, however that ends (``kill -9`` included). Like the fork server, it ignores Ctrl-C: the study's own
+    process stops it (``LocalLauncher.interrupt``)."""
+    with contextlib.suppress(OSError, AttributeError):  # elsewhere, prctl does not exist
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent ended before the line above: too late for the signal
+            sys.exit(143)
+    target(*args)
 
 
 def fit_process(arguments: list[str], threads: int, output: Path) -> None:
@@ -507,7 +597,6 @@ def fit_process(arguments: list[str], threads: int, output: Path) -> None:
     from lit_activations.cli import cli_main  # here, not at the top: the study's own process needs no Lightning
 
     _output_to(output)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: Lightning's graceful stop, as in a terminal
     # To Lightning this process is `python -m lit_activations ARGUMENTS`: its DDP launcher starts the other
     # ranks as `python -m <__main__'s module> <sys.argv[1:]>` (multiprocessing's spawn sets __main__ the same way).
     sys.modules["__main__"] = importlib.import_module("lit_activations.__main__")
@@ -534,18 +623,47 @@ def _process_context() -> multiprocessing.context.BaseContext:
     """Fork from a server that has imported Lightning; where there is none (Windows), start fresh interpreters.
 
     The server ignores Ctrl-C, which a terminal sends to every process of the study: it would otherwise die
-    with a traceback of its own while importing. The fits and checks forked from it take Ctrl-C again.
+    with a traceback of its own while importing; so do the fits and checks forked from it, which the study
+    stops itself. Its socket lies in a directory of this study's (``_scratch``).
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the server, which this process starts
+    before, tempfile.tempdir = tempfile.tempdir, str(_scratch())  # where multiprocessing puts the server's socket
     try:
         multiprocessing.forkserver.ensure_running()  # start it now, not at the first fit
     finally:
         signal.signal(signal.SIGINT, handler)
+        tempfile.tempdir = before
     return context
+
+
+def _scratch() -> Path:
+    """A temporary directory for this study's process, removed when it exits; those of studies that died
+    (``kill -9``: no exit handler runs) are removed by the next study."""
+    prefix = "lit_activations-study-"
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        pid = stale.name.removeprefix(prefix)
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    scratch = Path(tempfile.gettempdir()) / f"{prefix}{os.getpid()}"
+    scratch.mkdir(exist_ok=True)
+    # after multiprocessing has removed its own directory in it (finalizers of lower priority run later)
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(scratch,), kwargs={"ignore_errors": True},
+                                  exitpriority=-101)  # fmt: skip
+    return scratch
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _summarise(group: str, runs: list[Run]) -> dict[str, object]:
@@ -699,9 +817,12 @@ def _merged(grids: list[list[tuple[str, list[Any]]]]) -> list[tuple[str, list[An
 
 def _seeds(text: str) -> list[int]:
     try:
-        return list(dict.fromkeys(int(seed) for seed in text.split(",")))
+        seeds = list(dict.fromkeys(int(seed) for seed in text.split(",")))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not all(SEEDS[0] <= seed <= SEEDS[1] for seed in seeds):
+        raise argparse.ArgumentTypeError(f"expected integers from {SEEDS[0]} to {SEEDS[1]}, got {text!r}")
+    return seeds
 
 
 def _boolean(text: str) -> bool:

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from lit_activations.errors import ConfigError
+from lit_activations.errors import ConfigError, check_seed
 
 
 class ArrayDataModule(LightningDataModule):
@@ -63,6 +63,7 @@ class ArrayDataModule(LightningDataModule):
     def __init__(self, batch_size: int = 32, shuffle: bool = True, standardize: bool = False, seed: int = 0) -> None:
         super().__init__()
         _check(batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
+        check_seed("data.seed", seed)
         self.save_hyperparameters()
         self._splits: dict[str, TensorDataset] = {}
 

@@ -13,3 +13,18 @@ class ConfigError(ValueError):
     >>> str(ConfigError("invalid data.noise -0.5; expected a number >= 0"))
     'invalid data.noise -0.5; expected a number >= 0'
     """
+
+
+SEEDS = (0, 2**32 - 1)  # what NumPy's and scikit-learn's random states take, and so every seed of a run
+
+
+def check_seed(option: str, seed: object) -> None:
+    """Raise for a seed outside ``SEEDS`` (``True``/``False`` are ``seed_everything``'s own switches).
+
+    >>> check_seed("members.seeds", -1)
+    Traceback (most recent call last):
+    ...
+    lit_activations.errors.ConfigError: invalid members.seeds -1; expected an integer from 0 to 4294967295
+    """
+    if isinstance(seed, int) and not isinstance(seed, bool) and not SEEDS[0] <= seed <= SEEDS[1]:
+        raise ConfigError(f"invalid {option} {seed}; expected an integer from {SEEDS[0]} to {SEEDS[1]}")

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lit_activations.activations import run_name
-from lit_activations.errors import ConfigError
+from lit_activations.errors import ConfigError, check_seed
 
 DEFAULT_RUN_DIR = "{activation}/seed_{seed}"
 _ENTRY_KEYS = ("name", "args", "seeds")
@@ -95,6 +95,7 @@ def expand_members(
     for entry in activations if activations is not None else [{"name": activation, "args": activation_args}]:
         name, args, entry_seeds = _entry(entry)
         for seed in entry_seeds or seeds or [None]:
+            check_seed("members.seeds", seed)
             members.append(Member(name, args, seed))
     seen = set()
     for member in members:

@@ -162,12 +162,26 @@ def _name_config_file(message: str, files: tuple[str, ...]) -> str:
                 + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else "")
                 + ": "
             )
-    key = re.search(r"option '([\w.]+)'|Parser key \"([\w.]+)\"", message)
+    key = re.search(r"option '([\w.]+)'|Parser key \"([\w.]+)\"|^invalid ([\w.]+) ", message, re.IGNORECASE)
     if key:
         for path, content in reversed(contents.items()):  # the last file to set a key is the one that counts
-            if (key.group(1) or key.group(2)) in _dotted_keys(content):
+            if next(filter(None, key.groups())) in _dotted_keys(content):
+                return f"in {path}: "
+    value = re.match(r"unknown activation '([^']+)'", message)  # the registry's message names a value, not a key
+    if value:
+        for path, content in reversed(contents.items()):
+            if value.group(1) in _values(content):
                 return f"in {path}: "
     return ""
+
+
+def _values(content: object) -> set[str]:
+    """Every string value in a config file's content, at any depth."""
+    if isinstance(content, dict):
+        return {v for value in content.values() for v in _values(value)}
+    if isinstance(content, list):
+        return {v for value in content for v in _values(value)}
+    return {content} if isinstance(content, str) else set()
 
 
 def _dotted_keys(content: object, prefix: str = "") -> set[str]:

@@ -80,14 +80,19 @@ class RayLauncher:
         processes, gpus = max(p for p, _ in shapes), max(g for _, g in shapes)
         return max(1, self.gpus // gpus if gpus else self.cpus // processes)
 
-    def run(self, arguments: list[str], threads: int, setting: dict[str, Any]) -> tuple[int | None, list[str]]:
+    def run(
+        self, arguments: list[str], threads: int, setting: dict[str, Any], log: Path
+    ) -> tuple[int | None, list[str]]:
         from lit_activations.compare import setting_name
 
         processes, gpus = fit_shape(self.requested[setting_name(setting)]["trainer"], self.gpus > 0)
         threads = max(1, min(threads, self._node_cpus(processes, gpus) // processes))  # no more than one node's cores
         if self._stopping:
             return None, ["error: interrupted before it started"]
-        task = self._fit.options(num_cpus=threads * processes, num_gpus=gpus).remote(arguments, threads, self.cwd)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        task = self._fit.options(num_cpus=threads * processes, num_gpus=gpus).remote(
+            arguments, threads, self.cwd, str(log.resolve())
+        )
         self._running.add(task)
         if self._stopping:  # interrupt() came between the two lines above
             ray.cancel(task)
@@ -218,29 +223,29 @@ def fit_shape(trainer: dict[str, Any], cluster_has_gpus: bool) -> tuple[int, int
     return processes, processes if on_gpu else 0
 
 
-def _fit_task(arguments: list[str], threads: int, cwd: str) -> tuple[int | None, list[str]]:
-    """The Ray task: the fit, run as the local launcher's process runs it; its exit status and output lines."""
+def _fit_task(arguments: list[str], threads: int, cwd: str, log: str) -> tuple[int | None, list[str]]:
+    """The Ray task: the fit, run as the local launcher's process runs it, its output into ``log`` (in the study
+    directory, which every node shares); its exit status and output lines."""
     from lit_activations.compare import fit_process
 
     os.chdir(cwd)  # relative paths in the arguments (--config, --study_dir) mean what they meant to the user
     sys.path.insert(0, cwd)  # as `python -m` does: a user's own modules given by import path
-    with tempfile.TemporaryDirectory() as scratch:
-        output = Path(scratch) / "output.txt"
-        saved = os.dup(1), os.dup(2)
-        try:
-            fit_process(arguments, threads, output)
-            exitcode: int | None = 0
-        except SystemExit as exit_:
-            if isinstance(exit_.code, str):
-                print(exit_.code, file=sys.stderr)
-            exitcode = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
-        except BaseException:  # a bug in the user's code: its traceback is the fit's output, as locally
-            traceback.print_exc()
-            exitcode = 1
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in enumerate(saved, start=1):
-                os.dup2(copy, fd)
-                os.close(copy)
-        return exitcode, output.read_text(errors="replace").strip().splitlines() if output.exists() else []
+    output = Path(log)
+    saved = os.dup(1), os.dup(2)
+    try:
+        fit_process(arguments, threads, output)
+        exitcode: int | None = 0
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+        exitcode = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    except BaseException:  # a bug in the user's code: its traceback is the fit's output, as locally
+        traceback.print_exc()
+        exitcode = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in enumerate(saved, start=1):
+            os.dup2(copy, fd)
+            os.close(copy)
+    return exitcode, output.read_text(errors="replace").strip().splitlines() if output.exists() else []

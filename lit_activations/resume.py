@@ -123,6 +123,21 @@ def trained_configuration(checkpoint: Path) -> dict[str, Any]:
     return trained
 
 
+def refuse_missing_members(run: Path, member_dirs: list[str] | None) -> None:
+    """Raise if a member's run directory of a fit is gone: resumed, it would hold only the resumed epochs under a
+    complete-looking ``config.yaml``.
+
+    Raises:
+        ConfigError: the first member run directory (relative to ``run``, or absolute) that does not exist.
+    """
+    for directory in member_dirs or []:
+        if not (run / directory).is_dir():  # (an absolute directory stays itself)
+            raise ConfigError(
+                f"cannot resume {run}: its member's run directory {run / directory} is missing; put it back, or"
+                " leave out --ckpt_path to train a new fit"
+            )
+
+
 def changed_options(saved: Namespace, given: Namespace, keys: tuple[str, ...] = EXPERIMENT) -> list[str]:
     """The options under ``keys`` whose values differ between two configurations, as flattened keys."""
     before, after = flatten(saved.as_dict()), flatten(given.as_dict())

@@ -158,7 +158,7 @@ class CtrlCLauncher:
         self.started = 0
         self.stopped = threading.Event()
 
-    def run(self, arguments, threads, setting=None):
+    def run(self, arguments, threads, setting=None, log=None):
         self.started += 1
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # to the thread waiting for the fits
         assert self.stopped.wait(timeout=30), "interrupt() never came"
@@ -193,7 +193,7 @@ class ScriptedLauncher:
     def __init__(self, failing: set[str]) -> None:
         self.failing, self.fits = failing, []
 
-    def run(self, arguments, threads, setting=None):
+    def run(self, arguments, threads, setting=None, log=None):
         members = json.loads(next(a for a in arguments if a.startswith("--members.activations=")).partition("=")[2])
         cells = [f"{m['name']}/{s}" for m in members for s in m["seeds"]]
         self.fits.append(cells)

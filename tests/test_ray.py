@@ -148,7 +148,7 @@ def test_an_address_where_nothing_answers_is_one_line_not_a_wait_for_ever():
 
 
 def run_task_body(arguments: list[str], cwd: str, results) -> None:
-    results.send(_fit_task(arguments, 1, cwd))
+    results.send(_fit_task(arguments, 1, cwd, str(Path(cwd) / "fit.log")))
 
 
 def test_a_ray_task_reports_the_fits_own_output_and_exit_status(tmp_path):
@@ -167,6 +167,7 @@ def test_a_ray_task_reports_the_fits_own_output_and_exit_status(tmp_path):
         outcomes.append(receive.recv())
         process.join()
     (bug_status, bug_lines), (typo_status, typo_lines) = outcomes
+    assert (tmp_path / "fit.log").read_text().strip().splitlines() == typo_lines  # the log in the study's directory
     assert bug_status == 1 and "Traceback (most recent call last):" in bug_lines
     assert bug_lines[-1] == "ValueError: a bug in my activation"
     assert typo_status == 2 and typo_lines[-1].startswith("error: unknown activation 'relu7'")
