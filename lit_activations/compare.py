@@ -624,14 +624,18 @@ def _process_context() -> multiprocessing.context.BaseContext:
 
     The server ignores Ctrl-C, which a terminal sends to every process of the study: it would otherwise die
     with a traceback of its own while importing; so do the fits and checks forked from it, which the study
-    stops itself. Its socket lies in a directory of this study's (``_scratch``).
+    stops itself. Its socket lies in a directory of this study's (``_scratch``), unless the temporary
+    directory's path is too long for a socket's.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the server, which this process starts
-    before, tempfile.tempdir = tempfile.tempdir, str(_scratch())  # where multiprocessing puts the server's socket
+    scratch = _scratch()
+    before = tempfile.tempdir
+    if len(str(scratch)) <= 70:  # a socket's path has at most 107 bytes; under it come pymp-…/listener-…
+        tempfile.tempdir = str(scratch)  # where multiprocessing puts the server's socket
     try:
         multiprocessing.forkserver.ensure_running()  # start it now, not at the first fit
     finally:

@@ -1,9 +1,12 @@
-"""PeriodicCheckpoint: every n epochs, and always the trained model at the end."""
+"""PeriodicCheckpoint: every n epochs, and always the trained model at the end; AtomicCheckpointIO: whole files."""
 
+import errno
 from pathlib import Path
 
 import pytest
 import torch
+
+from lit_activations.checkpoint import AtomicCheckpointIO
 
 from runs import fit
 
@@ -45,3 +48,22 @@ def test_each_member_gets_its_final_model_also_when_the_last_epoch_is_a_periodic
         state = torch.load(checkpoint, weights_only=True)["state_dict"]
         for name, weight in cli.model.member_state_dict(k).items():
             torch.testing.assert_close(state[name], weight, rtol=0, atol=0)
+
+
+def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+
+    def disk_fills_up(self, data):  # half of it reaches the disk, then the disk is full
+        with open(self, "wb") as file:
+            file.write(bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_fills_up)
+    with pytest.raises(OSError, match="No space left on device") as error:
+        io.save_checkpoint({"epoch": 2, "weights": torch.zeros(3)}, path)
+    assert error.value.filename == str(path)  # named, for the one line the CLI prints
+    assert torch.load(path, weights_only=True)["epoch"] == 1  # the previous checkpoint, whole
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no part of the new one left

@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -235,6 +236,13 @@ def test_configs_stack_and_flags_override_them(capsys):
             "--data.factor comes before --data=..., which replaces the data and its options; put it after",
         ),
         (["--model.hidden_sizes=[8]", "--model", "ActivationMLP"], "--model.hidden_sizes comes before --model=..."),
+        (["--seed_everything=-1"], "invalid seed_everything -1; expected an integer from 0 to 4294967295"),
+        (["--members.seeds=[0, 4294967296]"], "invalid members.seeds 4294967296; expected an integer from 0 to"),
+        (["--data.seed=-3"], "invalid data.seed -3; expected an integer from 0 to 4294967295"),
+        (
+            ["--trainer.logger.init_args.save_dir=a_file/logs"],
+            "invalid trainer.logger.save_dir a_file/logs: a_file is a file, not a directory",
+        ),
         (
             ["--model=functional_mlp.FunctionalMLP", "--members.seeds=[0, 1]"],
             "invalid members.seeds for FunctionalMLP: members are trained side by side by ActivationMLP and its"
@@ -244,6 +252,7 @@ def test_configs_stack_and_flags_override_them(capsys):
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys):
     """Every value a user can mistype: one line naming the option and what it accepts, exit 2, no run directory."""
+    (tmp_path / "a_file").touch()
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["validate", *QUIET, *args]) if args[0].startswith("--ckpt_path") else fit(*args)
     assert exit_info.value.code == 2
@@ -291,6 +300,9 @@ def test_help_lists_every_registered_activation_and_each_datasets_options(capsys
             "model:\n  optimizer:\n    class_path: torch.optim.SGD\n    init_args:\n      lr: fast\n",
             'in broken.yaml: Parser key "model.optimizer"',
         ),
+        ("model:\n  foo: 1\n", "in broken.yaml: Option 'model.foo' is not accepted by ActivationMLP"),
+        ("model:\n  init_args:\n    activation: relu7\n", "in broken.yaml: unknown activation 'relu7'; choose"),
+        ("model:\n  hidden_sizes: [5, -1]\n", "in broken.yaml: invalid model.hidden_sizes [5, -1]; expected"),
     ],
 )
 def test_bad_config_file_names_the_file_and_key(content, message, tmp_path, capsys):
@@ -340,3 +352,26 @@ def test_a_bug_in_the_users_own_code_keeps_its_traceback(module, flags, error, t
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(error):  # not a SystemExit with one line: the user needs the line at fault
         fit(*flags, "--trainer.max_epochs=1")
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_every_checkpoint_stays_whole(tmp_path):
+    """On a 400 kB file system of its own (a mount namespace, as root): the checkpoints fill it at some epoch."""
+    small = tmp_path / "small"
+    small.mkdir()
+    fit_there = (
+        f"mount -t tmpfs -o size=400k tmpfs {small} && cd {small} && {sys.executable} -m lit_activations fit"
+        " --model.activation=tanh --model.hidden_sizes=[64,64] --data.n_samples=200 --trainer.max_epochs=100000"
+        " --checkpoint.every_n_epochs=1 --trainer.enable_progress_bar=false --trainer.enable_model_summary=false"
+        f"; echo status $?; {sys.executable} -c 'import torch; print(\"epoch\", torch.load(\"logs/tanh/version_0/"
+        "checkpoints/last.ckpt\", weights_only=True)[\"epoch\"])'; ls -A logs/tanh/version_0/checkpoints"
+    )
+    result = subprocess.run(["unshare", "--mount", "sh", "-c", fit_there], capture_output=True, text=True, timeout=300)
+    assert re.fullmatch(
+        r"error: cannot write \S+: No space left on device; every checkpoint written is whole",
+        result.stderr.strip().splitlines()[-1],
+    ), result.stderr
+    lines = result.stdout.strip().splitlines()
+    status = lines.index("status 1")  # the fit's exit status
+    assert lines[status + 1].startswith("epoch ") and int(lines[status + 1].split()[1]) > 10  # last.ckpt loads: whole
+    assert not [name for name in lines[status + 2 :] if name.endswith(".partial")]  # nothing half-written left

@@ -4,10 +4,12 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from lit_activations.compare import (
     _names,
     _Progress,
     _run_fits,
+    _scratch,
     _split,
     compare_main,
 )
@@ -255,3 +258,77 @@ def test_a_study_of_a_model_of_ones_own_varies_its_options_one_fit_per_cell(tmp_
     capsys.readouterr()
     assert compare_main([*options, "--activations", "relu,tanh"]) == 2  # members are ActivationMLP's
     assert capsys.readouterr().err.startswith("error: invalid --activations for FunctionalMLP: the activations of")
+
+
+def study_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lit_activations", "compare", "--seeds", "0", "--data.n_samples=200", *args]
+
+
+@pytest.mark.slow
+def test_two_studies_started_together_on_one_directory_one_refuses_and_the_others_runs_are_whole(tmp_path):
+    # overlapping activations and other settings: the worst case of two studies writing one directory
+    commands = (study_command("--activations", "relu,tanh", "--trainer.max_epochs=12"),
+                study_command("--activations", "tanh,sigmoid", "--trainer.max_epochs=6"))  # fmt: skip
+    studies = [subprocess.Popen(c, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for c in commands]  # fmt: skip
+    outputs = [study.communicate(timeout=600) for study in studies]
+    codes = [study.returncode for study in studies]
+    assert sorted(codes) == [0, 2], outputs
+    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+    assert outputs[loser][1].strip().splitlines() == [
+        f"error: logs/study is in use by another study (pid {studies[winner].pid} on {os.uname().nodename}); wait"
+        " for it to end, or give another --study_dir"
+    ]
+    study = tmp_path / "logs" / "study"
+    activations, epochs = (["relu", "tanh"], 12) if winner == 0 else (["tanh", "sigmoid"], 6)
+    assert [row["activation"] for row in csv.DictReader((study / "results.csv").open())] == activations
+    for activation in activations:
+        run = study / activation / "seed_0"
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1 and len(read_scalars(run)["val/acc"]) == epochs
+    assert sorted(p.name for p in study.iterdir() if p.is_dir()) == sorted([*activations, "fits"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "kill -9"])
+def test_a_stopped_study_leaves_no_process_or_temporary_file_and_its_rerun_gives_the_undisturbed_table(
+    tmp_path, signum, monkeypatch
+):
+    args = ["--activations", "tanh,relu", "--trainer.max_epochs=60"]
+    scratch = Path(tempfile.mkdtemp(prefix="study-tmp-", dir="/tmp"))  # its TMPDIR, to see what it leaves (a short
+    # path: the fork server's socket lies under it)
+    study = subprocess.Popen(study_command(*args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True, env=os.environ | {"TMPDIR": str(scratch)})  # fmt: skip
+    events = lambda: list((tmp_path / "logs" / "study").glob("*/seed_0/events.out.tfevents.*"))  # noqa: E731
+    deadline = time.monotonic() + 120
+    while not events() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert events(), study.stderr.read()
+    os.kill(study.pid, signum)  # the study's own process alone, not its fits
+    study.wait(timeout=60)
+    if signum == signal.SIGTERM:
+        assert study.returncode == 143 and study.stderr.read().strip().splitlines() == [
+            "interrupted: the finished runs are kept in logs/study; the same command trains the others"
+        ]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # every process of the study: the fork server and the fits too
+        try:
+            os.killpg(study.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("processes of the study outlived it")
+    left = {p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor")}  # (torch's own cache)
+    assert left == ({f"lit_activations-study-{study.pid}"} if signum == signal.SIGKILL else set())
+
+    with monkeypatch.context() as patched:  # the next study in that TMPDIR removes what a dead one left there
+        patched.setattr(tempfile, "tempdir", str(scratch))
+        _scratch()
+        assert f"lit_activations-study-{study.pid}" not in {p.name for p in scratch.iterdir()}
+    assert compare_main([*study_command(*args)[4:]]) == 0
+    assert compare_main([*study_command(*args)[4:], "--study_dir=undisturbed"]) == 0
+    rows = [list(csv.DictReader((tmp_path / d / "results.csv").open())) for d in ("logs/study", "undisturbed")]
+    assert rows[0] == rows[1]
+    for activation in ("tanh", "relu"):
+        assert len(list((tmp_path / "logs" / "study" / activation / "seed_0").glob("events.out.tfevents.*"))) == 1
+    shutil.rmtree(scratch)

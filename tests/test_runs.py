@@ -1,5 +1,6 @@
 """Runs that must keep their results and logs intact: repeated, resumed, concurrent, diverged, interrupted."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_lock import HOLD_IN_ANOTHER_PROCESS
 
 from lit_activations.events import read_scalars
 
@@ -240,6 +242,81 @@ def test_last_resumes_the_newest_run_that_the_command_can_continue(tmp_path, cap
     assert resumed.trainer.logger.log_dir == first.trainer.logger.log_dir and resumed.trainer.current_epoch == 2
     with pytest.raises(SystemExit):  # no run has 250 points: the newest one's refusal says why
         fit("--data.n_samples=250", "--model.activation=tanh", "--trainer.max_epochs=3", "--ckpt_path=last")
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-        f"error: cannot resume {Path('logs/tanh/version_0')} with data.n_samples=250: it was trained with 200;"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: cannot resume {Path('logs/tanh/version_0')} with data.n_samples=250: it was trained with 200;"
+        )
     )  # version_0, resumed last, is now the newest
+
+
+def test_a_run_another_process_trains_is_not_resumed_and_one_left_by_a_dead_process_is(stopped_run, capsys):
+    run, _ = stopped_run
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_IN_ANOTHER_PROCESS, str(run)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"  # as a fit of this run would hold it
+    before = snapshot(run)
+    with pytest.raises(SystemExit) as exit_info:
+        fit(f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "--trainer.max_epochs=3")
+    assert exit_info.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: cannot resume {run}: pid {holder.pid} on {os.uname().nodename} is training it; wait for it to end"
+        " (see --help)"
+    )
+    assert snapshot(run) == before
+    holder.kill()  # kill -9: the lock file still names it
+    holder.wait()
+    copy = run.parent / "copy_of_version_0"
+    shutil.copytree(run, copy)
+    fit(f"--ckpt_path={copy / 'checkpoints' / 'last.ckpt'}", "--trainer.max_epochs=3")
+    assert f"{copy} was left by pid {holder.pid} on {os.uname().nodename}, which is gone: resuming it" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_run_resumes_from_any_directory_and_when_copied_with_its_own_last_checkpoint(tmp_path, monkeypatch):
+    args = ("--model.activation=tanh", "--data.n_samples=200")
+    uninterrupted = read_scalars(fit(*args, "--trainer.max_epochs=6", "--trainer.logger.init_args.save_dir=u")
+                                 .trainer.logger.log_dir)  # fmt: skip
+    run = Path(fit(*args, "--trainer.max_epochs=3").trainer.logger.log_dir).resolve()
+    copied = tmp_path / "elsewhere" / "version_0"
+    shutil.copytree(run, copied)
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")  # checkpoints name their directory as seen from where the fit ran
+    for directory in (run, copied):
+        resumed = fit(f"--ckpt_path={directory / 'checkpoints' / 'last.ckpt'}", "--trainer.max_epochs=6")
+        assert Path(resumed.trainer.logger.log_dir) == directory and resumed.trainer.current_epoch == 6
+        assert sorted(p.name for p in (directory / "checkpoints").iterdir()) == [
+            "epoch=2-step=15.ckpt",
+            "epoch=5-step=30.ckpt",
+            "last.ckpt",
+        ]  # fmt: skip  (no last-v1.ckpt)
+        assert torch.load(directory / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 5
+        ours = read_scalars(directory)
+        assert {t: v for t, v in ours.items() if not t.startswith("final/")} == {
+            t: v for t, v in uninterrupted.items() if not t.startswith("final/")
+        }
+
+
+def test_resuming_from_an_older_checkpoint_says_what_is_trained_again(tmp_path, capsys):
+    every_second = ("--checkpoint.every_n_epochs=2", "--checkpoint.save_top_k=-1")  # all of them kept
+    run = Path(fit(*SMALL, "--trainer.max_epochs=4", *every_second).trainer.logger.log_dir)
+    capsys.readouterr()
+    fit(f"--ckpt_path={run / 'checkpoints' / 'epoch=1-step=10.ckpt'}", "--trainer.max_epochs=5")
+    assert (
+        f"resuming {run} after epoch 2 (epoch=1-step=10.ckpt), though it has trained 4: epochs 3-4 are trained"
+        " again, their events hidden"
+    ) in capsys.readouterr().err
+
+
+def test_a_fit_whose_member_directory_is_gone_is_not_resumed(tmp_path, capsys):
+    cli = fit(*SMALL, "--members.seeds=[0, 1]", "--trainer.max_epochs=1")
+    shutil.rmtree(cli.trainer.logger.member_dirs[1])
+    with pytest.raises(SystemExit):
+        fit(*SMALL, "--members.seeds=[0, 1]", "--trainer.max_epochs=2", "--ckpt_path=last")
+    fit_dir = Path(cli.trainer.logger.log_dir)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: cannot resume {fit_dir}: its member's run directory {fit_dir / 'tanh' / 'seed_1'} is missing; put it"
+        " back, or leave out --ckpt_path to train a new fit (see --help)"
+    )

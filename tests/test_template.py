@@ -256,4 +256,6 @@ def test_a_model_calling_its_activation_as_a_function_is_told_what_the_monitor_c
     events = EventAccumulator(run, size_guidance={"tensors": 0})
     events.Reload()
     (text,) = events.Tensors("notes/activation_monitor/text_summary")
-    assert b"make each activation a module (nn.ReLU() in __init__, called in forward)" in text.tensor_proto.string_val[0]
+    assert (
+        b"make each activation a module (nn.ReLU() in __init__, called in forward)" in text.tensor_proto.string_val[0]
+    )
