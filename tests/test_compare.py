@@ -332,3 +332,10 @@ def test_a_stopped_study_leaves_no_process_or_temporary_file_and_its_rerun_gives
     for activation in ("tanh", "relu"):
         assert len(list((tmp_path / "logs" / "study" / activation / "seed_0").glob("events.out.tfevents.*"))) == 1
     shutil.rmtree(scratch)
+
+
+def test_a_study_directory_that_is_a_file_is_one_line_before_anything_runs(tmp_path, capsys):
+    (tmp_path / "results").write_text("mine")
+    assert compare_main(["--activations", "relu", "--study_dir", "results/study"]) == 2
+    assert capsys.readouterr().err == "error: invalid --study_dir results/study: results is a file, not a directory\n"
+    assert (tmp_path / "results").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["results"]
