@@ -62,6 +62,11 @@ class ArrayDataModule(LightningDataModule):
 
     def __init__(self, batch_size: int = 32, shuffle: bool = True, standardize: bool = False, seed: int = 0) -> None:
         super().__init__()
+        if type(self).load is ArrayDataModule.load:  # the base class, or a subclass that loads nothing
+            raise ConfigError(
+                f"invalid data {type(self).__name__}: it loads no data; choose DigitsDataModule or a subclass that"
+                " implements load()"
+            )
         _check(batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
         check_seed("data.seed", seed)
         self.save_hyperparameters()
@@ -69,7 +74,7 @@ class ArrayDataModule(LightningDataModule):
 
     def load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The splits ``train``, ``val`` and ``test``, each (inputs, classes): the one method to write."""
-        raise NotImplementedError(f"{type(self).__name__} must implement load()")
+        raise NotImplementedError  # never reached: __init__ refuses a class without its own load
 
     def setup(self, stage: str) -> None:
         if self._splits:

@@ -208,6 +208,7 @@ def test_configs_stack_and_flags_override_them(capsys):
         (["--data=MoonsDataModule", "--data.factor=0.3"], "Option 'data.factor' is not accepted by MoonsDataModule"),
         (["--data=SpiralsOfDoom"], "invalid data 'SpiralsOfDoom': no such class; give one of lit_activations (e.g."),
         (["--data=PlaneDataModule"], "invalid data PlaneDataModule: it draws no points; choose CirclesDataModule,"),
+        (["--data=ArrayDataModule"], "invalid data ArrayDataModule: it loads no data; choose DigitsDataModule or a"),
         (
             ["--model.num_classes=3"],
             "model.num_classes is the data module's num_classes, not an option of its own;"
