@@ -18,6 +18,9 @@ configs/tutorial.yaml``. Afterwards the runs are read back from their event file
 retried one cell per fit, so a failing cell is reported on its own and the others go on. A cell
 that finished before is not run again if its ``config.yaml`` is what the cell would now be trained
 with; a changed setting is a one-line error naming it (``--fresh`` trains the cells again).
+
+One study writes in a study directory at a time (``lit_activations.lock``). Ctrl-C, SIGTERM and SIGHUP
+stop the study and its fits; a fit also ends when the study's own process is killed outright.
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ def compare_main(argv: list[str]) -> int:
             print(f"interrupted: {kept}; the same command trains the others", file=sys.stderr, flush=True)
         return 128 + getattr(stop, "signum", signal.SIGINT)
     finally:
+        lock.release(args.study_dir)  # (the end of the process would release it too)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
 
