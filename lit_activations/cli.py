@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import pkgutil
+import signal
 import sys
 import threading
 import traceback
@@ -23,6 +24,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lit_activations import lock
@@ -486,8 +488,13 @@ def _write_whole(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    except OSError as err:  # (a failed write does not name its file)
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _say(text: str) -> None:
@@ -508,6 +515,9 @@ def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:
     except TrainingDiverged as err:
         sys.stderr.write(f"error: {err}\n")
         sys.exit(1)
+    except SIGTERMException:  # Lightning's stop at the next batch after SIGTERM: a SystemExit that says 0
+        _say("interrupted (SIGTERM): the run is kept as far as its last checkpoint; --ckpt_path last continues it")
+        sys.exit(128 + signal.SIGTERM)
     except OSError as err:  # the disk, not the code: a full disk, a file system gone read-only, a quota
         if err.errno not in DISK_FAULTS:
             raise
@@ -657,7 +667,10 @@ def _check_writable(logger: Any) -> None:
         ConfigError: the save directory is (under) a file, or cannot be written.
     """
     save_dir = getattr(logger, "save_dir", None)
-    if save_dir is not None and (reason := lock.unwritable(save_dir)):
+    if save_dir is None:
+        return
+    runs = Path(save_dir, getattr(logger, "name", None) or "")  # its runs' parent: made read-only, say
+    if reason := lock.unwritable(save_dir) or lock.unwritable(runs):
         raise ConfigError(f"invalid trainer.logger.save_dir {save_dir}: {reason}")
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import ctypes
 import hashlib
 import importlib
 import importlib.util
@@ -45,6 +44,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise, product
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import yaml
@@ -67,7 +67,6 @@ _PRELOAD = ["lit_activations.compare", "lit_activations.cli", "lit_activations.e
             "sklearn.model_selection"]  # fmt: skip
 
 FINISHED = "finished"  # marker file in a run directory whose fit exited cleanly
-_PR_SET_PDEATHSIG = 1  # prctl(2): a signal for this process when its parent ends
 STOP_GRACE = 30  # seconds a fit has to stop after the study stops it, before it is killed
 COLUMNS = ("setting", "activation", "runs", "failed", "val_acc_mean", "val_acc_std", "epochs_to_90",
            "seeds_reaching_90", "vanishing_ratio", "saturation", "dead_units", "error")  # fmt: skip
@@ -91,8 +90,15 @@ class Run:
         return " ".join(filter(None, [setting_name(self.setting), "+".join(_listed(self.activation))]))
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line (its usage goes with ``--help``), as the fits' are."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def compare_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="python -m lit_activations compare",
         description="Fit every activation with every seed, then write a table and a figure of the study.",
         epilog="Any other argument is passed to each fit, e.g. --config configs/tutorial.yaml --trainer.max_epochs=50.",
@@ -191,12 +197,18 @@ def _study(args: argparse.Namespace, fit_args: list[str]) -> int:
     context = _process_context()  # the server starts importing Lightning (5 s) while this process goes on
     settings = [dict(point) for point in product(*[[(k, v) for v in values] for k, values in _merged(args.grid)])]
     requested = _requested(fit_args, args, context, settings)
-    _hold(args.study_dir)  # from here on this study writes in it; nothing before wrote anything
     runs = _cells(args, settings, requested)
+    for run in runs:  # each cell's directory, whose parents may have been made read-only
+        if reason := lock.unwritable(run.directory):
+            raise ConfigError(f"cannot write the run {run.directory}: {reason}")
+    if any(checked.config["trainer"].get("fast_dev_run") for checked in requested.values()):
+        raise ConfigError("invalid trainer.fast_dev_run for compare: such a fit writes no run to tabulate; give"
+                          " --trainer.max_epochs=1 --trainer.limit_train_batches=1 for a quick study")  # fmt: skip
+    _hold(args.study_dir)  # from here on this study writes in it; nothing before wrote anything
     finished_before = [] if args.fresh else [run for run in runs if (run.directory / FINISHED).exists()]
     if error := _stale(finished_before, requested):
         raise ConfigError(error)
-    launcher: Launcher = LocalLauncher(context)
+    launcher: Launcher = LocalLauncher(context, args.study_dir)
     if args.launcher == "ray" and len(finished_before) < len(runs):  # (none is "finished before" with --fresh)
         from lit_activations.ray_launcher import RayLauncher  # Ray starts (10 s) only when there is a fit to run
 
@@ -432,10 +444,11 @@ class Launcher(Protocol):
 
 
 class LocalLauncher:
-    """Each fit in a process of this machine, forked from the server that has imported Lightning."""
+    """Each fit in a process of this machine, forked from the server that has imported Lightning, helping to hold
+    the study directory ``study_dir`` (``lit_activations.lock.join``) while it runs."""
 
-    def __init__(self, context: multiprocessing.context.BaseContext) -> None:
-        self.context = context
+    def __init__(self, context: multiprocessing.context.BaseContext, study_dir: Path | None = None) -> None:
+        self.context, self.study_dir = context, study_dir
         self.cpus = self.default_jobs = os.cpu_count() or 1
         self._running: set[multiprocessing.process.BaseProcess] = set()
         self._stopping = 0.0  # when interrupt() came
@@ -446,7 +459,8 @@ class LocalLauncher:
         if self._stopping:
             return None, ["error: interrupted before it started"]
         log.parent.mkdir(parents=True, exist_ok=True)
-        process = self.context.Process(target=_with_the_study, args=(fit_process, arguments, threads, log))
+        study = (os.getpid(), self.study_dir)
+        process = self.context.Process(target=_with_the_study, args=(fit_process, study, arguments, threads, log))
         process.start()
         self._running.add(process)
         if self._stopping:  # interrupt() came between start and add
@@ -502,7 +516,8 @@ def _requested(
     for setting in settings:
         arguments = _fit_arguments(fit_args, args.study_dir, setting)[1:]  # the fit's flags, without `fit`
         receiver, sender = context.Pipe(duplex=False)  # (a pipe, not a file: nothing left if the study is killed)
-        process = context.Process(target=_with_the_study, args=(check_process, arguments, members, sender))
+        study = (os.getpid(), None)  # (a check writes nothing: it holds no directory)
+        process = context.Process(target=_with_the_study, args=(check_process, study, arguments, members, sender))
         process.start()
         sender.close()
         try:
@@ -581,16 +596,28 @@ def check_process(arguments: list[str], members: list[str], sender: Connection) 
         sender.send(("checked", checked))
 
 
-def _with_the_study(target: Callable[..., None], *args: Any) -> None:
-    """Run ``target(*args)`` in a process that ends with the study: on Linux it gets SIGTERM (Lightning's graceful
-    stop, in a fit) when its parent ends. Its parent is the fork server, which ends when the study's own process
-    does, however that ends (``kill -9`` included). Like the fork server, it ignores Ctrl-C: the study's own
-    process stops it (``LocalLauncher.interrupt``)."""
-    with contextlib.suppress(OSError, AttributeError):  # elsewhere, prctl does not exist
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() == 1:  # the parent ended before the line above: too late for the signal
-            sys.exit(143)
+def _with_the_study(target: Callable[..., None], study: tuple[int, Path | None], *args: Any) -> None:
+    """Run ``target(*args)`` in a process that ends with the study ``study``: (its process id, the study directory
+    for a fit, which holds it as the study's helper, or ``None``).
+
+    A watcher stops this process with SIGTERM (Lightning's graceful stop, in a fit) once the study's own process
+    is gone, however it went (``kill -9`` included), and kills it if that takes longer than ``STOP_GRACE``. Like the
+    fork server, the process ignores Ctrl-C: the study's own process stops it (``LocalLauncher.interrupt``).
+    """
+    study_pid, study_dir = study
+    if study_dir is not None:
+        lock.join(study_dir)  # until this fit ends, no other study takes the directory, even if this one died
+    threading.Thread(target=_end_with, args=(study_pid,), daemon=True).start()
     target(*args)
+
+
+def _end_with(study_pid: int) -> None:
+    """The watcher of ``_with_the_study``: checks every second that the study's own process lives."""
+    while _alive(study_pid):
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE)
+    os._exit(143)
 
 
 def fit_process(arguments: list[str], threads: int, output: Path) -> None:

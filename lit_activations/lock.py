@@ -4,8 +4,9 @@ The lock is an ``flock`` on a ``.lock`` file inside the directory, which holds t
 and process id. The operating system drops the lock when its process ends, however it ends
 (``kill -9`` included), so a held lock means a live writer and a free one means that whoever wrote
 the directory is gone: a lock file that still names a holder when it is taken was left by a
-process that died (``hold`` returns it, for one line to say so). Where ``fcntl`` does not exist
-(Windows) every lock is granted: the directory is then unguarded.
+process that died (``hold`` returns it, for one line to say so), unless the processes that worked
+for it (``join``: a study's fits) still live. Where ``fcntl`` does not exist (Windows) every lock
+is granted: the directory is then unguarded.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = ".lock"
+HELPERS_FILE = ".lock.helpers"  # locked shared by the processes working for the holder (``join``)
 _HELD: dict[Path, int] = {}  # directory -> the open file that holds its lock, for this process
+_JOINED: dict[Path, int] = {}  # directory -> the open file of its helpers' lock, for this process
 
 
 class Held(Exception):
@@ -55,10 +58,25 @@ def hold(directory: str | Path) -> str:
         os.close(descriptor)
         raise Held(Path(directory), holder or "another process") from None
     stale = _read(descriptor)
+    if stale and _helpers_alive(key):  # its holder is gone, but not yet the processes that worked for it
+        os.close(descriptor)
+        raise Held(Path(directory), f"the processes of {stale}, which is gone, still ending") from None
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
     _HELD[key] = descriptor
     return stale
+
+
+def join(directory: str | Path) -> None:
+    """Hold ``directory`` for the rest of this process as a helper of the process that holds it (a study's fits
+    for the study): while a helper lives, ``hold`` refuses the directory to others even if its holder is gone."""
+    key = Path(directory).resolve()
+    if fcntl is None or key in _JOINED:
+        return
+    key.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(key / HELPERS_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(descriptor, fcntl.LOCK_SH)  # shared: many helpers; never held exclusively for long
+    _JOINED[key] = descriptor
 
 
 def release(directory: str | Path) -> None:
@@ -85,6 +103,20 @@ def unwritable(directory: str | Path) -> str:
     except OSError as err:
         return f"cannot write in {existing}: {err.strerror}"
     return ""
+
+
+def _helpers_alive(key: Path) -> bool:
+    """Whether a helper (``join``) holds ``key``: its file cannot be locked exclusively for a moment."""
+    if not (key / HELPERS_FILE).exists():
+        return False
+    descriptor = os.open(key / HELPERS_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)  # (and with it the moment's lock)
+    return False
 
 
 def _read(descriptor: int) -> str:

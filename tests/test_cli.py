@@ -364,8 +364,8 @@ def test_a_full_disk_is_one_line_and_every_checkpoint_stays_whole(tmp_path):
         f"mount -t tmpfs -o size=400k tmpfs {small} && cd {small} && {sys.executable} -m lit_activations fit"
         " --model.activation=tanh --model.hidden_sizes=[64,64] --data.n_samples=200 --trainer.max_epochs=100000"
         " --checkpoint.every_n_epochs=1 --trainer.enable_progress_bar=false --trainer.enable_model_summary=false"
-        f"; echo status $?; {sys.executable} -c 'import torch; print(\"epoch\", torch.load(\"logs/tanh/version_0/"
-        "checkpoints/last.ckpt\", weights_only=True)[\"epoch\"])'; ls -A logs/tanh/version_0/checkpoints"
+        f'; echo status $?; {sys.executable} -c \'import torch; print("epoch", torch.load("logs/tanh/version_0/'
+        'checkpoints/last.ckpt", weights_only=True)["epoch"])\'; ls -A logs/tanh/version_0/checkpoints'
     )
     result = subprocess.run(["unshare", "--mount", "sh", "-c", fit_there], capture_output=True, text=True, timeout=300)
     assert re.fullmatch(

@@ -177,7 +177,7 @@ class CtrlCLauncher:
 def test_ctrl_c_stops_the_running_fit_starts_no_queued_one_and_marks_nothing_finished(tmp_path, monkeypatch, capsys):
     launchers = []
     monkeypatch.setattr(
-        "lit_activations.compare.LocalLauncher", lambda c: launchers.append(CtrlCLauncher(c)) or launchers[-1]
+        "lit_activations.compare.LocalLauncher", lambda c, d: launchers.append(CtrlCLauncher(c)) or launchers[-1]
     )
     study = ["--activations", "relu,tanh", "--seeds", "0,1", "--vectorize=false", "--jobs", "1", "--data.n_samples=200"]
     assert compare_main(study) == 130
@@ -293,7 +293,7 @@ def test_two_studies_started_together_on_one_directory_one_refuses_and_the_other
 def test_a_stopped_study_leaves_no_process_or_temporary_file_and_its_rerun_gives_the_undisturbed_table(
     tmp_path, signum, monkeypatch
 ):
-    args = ["--activations", "tanh,relu", "--trainer.max_epochs=60"]
+    args = ["--activations", "tanh,relu", "--trainer.max_epochs=100000"]  # fits that would not end on their own
     scratch = Path(tempfile.mkdtemp(prefix="study-tmp-", dir="/tmp"))  # its TMPDIR, to see what it leaves (a short
     # path: the fork server's socket lies under it)
     study = subprocess.Popen(study_command(*args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -320,11 +320,13 @@ def test_a_stopped_study_leaves_no_process_or_temporary_file_and_its_rerun_gives
         pytest.fail("processes of the study outlived it")
     left = {p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor")}  # (torch's own cache)
     assert left == ({f"lit_activations-study-{study.pid}"} if signum == signal.SIGKILL else set())
+    assert not list((tmp_path / "logs" / "study").rglob("finished"))  # stopped fits are not finished runs
 
     with monkeypatch.context() as patched:  # the next study in that TMPDIR removes what a dead one left there
         patched.setattr(tempfile, "tempdir", str(scratch))
         _scratch()
         assert f"lit_activations-study-{study.pid}" not in {p.name for p in scratch.iterdir()}
+    args[-1] = "--trainer.max_epochs=40"  # (the stopped runs are not finished: they train again, with any epochs)
     assert compare_main([*study_command(*args)[4:]]) == 0
     assert compare_main([*study_command(*args)[4:], "--study_dir=undisturbed"]) == 0
     rows = [list(csv.DictReader((tmp_path / d / "results.csv").open())) for d in ("logs/study", "undisturbed")]

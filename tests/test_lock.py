@@ -52,3 +52,25 @@ def test_a_fit_into_a_read_only_directory_is_one_line_even_for_root(tmp_path):
         " (see --help)"
     ]
     assert list(read_only.iterdir()) == []
+
+
+def test_a_dead_holders_directory_is_not_taken_while_a_process_that_worked_for_it_lives(tmp_path):
+    study = tmp_path / "study"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_IN_ANOTHER_PROCESS, str(study)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    join = "import sys, time; from lit_activations import lock; lock.join(sys.argv[1]); print('joined', flush=True);" \
+        " time.sleep(60)"  # fmt: skip
+    fit = subprocess.Popen([sys.executable, "-c", join, str(study)], stdout=subprocess.PIPE, text=True)
+    assert fit.stdout.readline().strip() == "joined"  # as a study's fit does
+    holder.kill()  # the study's own process, killed: its fit is still ending
+    holder.wait()
+    with pytest.raises(lock.Held) as held:
+        lock.hold(study)
+    assert (
+        held.value.holder == f"the processes of pid {holder.pid} on {os.uname().nodename}, which is gone, still ending"
+    )
+    fit.kill()
+    fit.wait()
+    assert lock.hold(study) == f"pid {holder.pid} on {os.uname().nodename}"  # now it is taken over
+    lock.release(study)

@@ -80,7 +80,8 @@ def test_concurrent_runs_never_share_a_run_directory(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigint_leaves_readable_events_and_a_resumable_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_stopped_fit_leaves_readable_events_and_a_resumable_checkpoint(tmp_path, signum):
     command = [sys.executable, "-m", "lit_activations", "fit", *SMALL, "--trainer.max_epochs=100000", *QUIET]
     process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "logs" / "tanh" / "version_0"
@@ -89,9 +90,15 @@ def test_sigint_leaves_readable_events_and_a_resumable_checkpoint(tmp_path):
     while not checkpoint.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)  # well into a later epoch
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     process.wait(timeout=60)
-    assert "KeyboardInterrupt" in process.stderr.read()  # Lightning's graceful shutdown, not a crash mid-write
+    said = process.stderr.read()
+    if signum == signal.SIGINT:
+        assert "KeyboardInterrupt" in said  # Lightning's graceful shutdown, not a crash mid-write
+    else:  # Lightning stops at the next batch and exits 0: a scheduler must see it did not finish
+        assert process.returncode == 143 and said.strip().splitlines()[-1] == (
+            "interrupted (SIGTERM): the run is kept as far as its last checkpoint; --ckpt_path last continues it"
+        )
 
     assert len(read_scalars(run)["val/acc"]) >= 1
     saved_epoch = torch.load(checkpoint, weights_only=True)["epoch"]
