@@ -46,6 +46,8 @@ class PeriodicCheckpoint(ModelCheckpoint):
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.fast_dev_run:  # no checkpoint at all: Lightning's own would still save last.ckpt here
+            return
         self._save_unless_saved(trainer)  # training stopped before max_epochs
         self._save_members(trainer)
         super().on_train_end(trainer, pl_module)

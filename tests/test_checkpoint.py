@@ -67,3 +67,8 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert error.value.filename == str(path)  # named, for the one line the CLI prints
     assert torch.load(path, weights_only=True)["epoch"] == 1  # the previous checkpoint, whole
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no part of the new one left
+
+
+def test_a_fast_dev_run_writes_no_checkpoint(tmp_path):
+    fit(*SMALL, "--trainer.fast_dev_run=true")
+    assert not list(tmp_path.rglob("*.ckpt"))  # (Lightning's own ModelCheckpoint saves last.ckpt all the same)
