@@ -6,7 +6,7 @@ import sys
 def main() -> None:
     if sys.argv[1:2] == ["compare"]:
         # The study's own process does not import Lightning (5 s here): its fits do, in processes of their own.
-        from lit_activations.compare import compare_main
+        from lit_activations.study.command import compare_main
 
         sys.exit(compare_main(sys.argv[2:]))
     from lit_activations.cli import cli_main

@@ -139,15 +139,6 @@ def elementwise_classes() -> tuple[type[nn.Module], ...]:
     return tuple(dict.fromkeys([*torch_classes, *registry_classes]))
 
 
-def run_name(activation: str) -> str:
-    """The run directory name of an activation: its registry name, or the class name of an import path.
-
-    >>> run_name("torch.nn.Hardtanh")
-    'hardtanh'
-    """
-    return activation.rpartition(".")[2].lower() if "." in activation else activation
-
-
 def _import_module_class(path: str) -> type[nn.Module]:
     """The class at ``path``; a module that exists but fails to import raises its own error (the user's bug)."""
     module_name, _, class_name = path.rpartition(".")

@@ -34,8 +34,9 @@ from lit_activations.data import data_shape
 from lit_activations.divergence import DivergenceGuard, TrainingDiverged
 from lit_activations.errors import ConfigError, check_seed
 from lit_activations.logger import TensorBoardRunLogger
-from lit_activations.members import expand_members, fit_name, member_run_dirs
+from lit_activations.members import expand_members, member_run_dirs
 from lit_activations.model import ActivationMLP
+from lit_activations.names import fit_name
 from lit_activations.parser import TerseArgumentParser, config_files_in_use
 from lit_activations.predictions import PredictionWriter
 from lit_activations.resume import (
@@ -64,7 +65,6 @@ warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`,
 warnings.filterwarnings("ignore", message="Couldn't infer the batch indices fetched from your dataloader")
 # Lightning's advertisements for its cloud services ("💡 Tip: ..."), printed at every fit.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "💡" not in record.getMessage())
-
 
 
 class _HeldLogs(logging.Filter):

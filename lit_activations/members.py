@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lit_activations.activations import run_name
 from lit_activations.errors import ConfigError, check_seed
+from lit_activations.names import member_label, member_name
 
 DEFAULT_RUN_DIR = "{activation}/seed_{seed}"
 _ENTRY_KEYS = ("name", "args", "seeds")
@@ -44,18 +44,14 @@ class Member:
 
     @property
     def name(self) -> str:
-        """The activation and its arguments as a directory name, e.g. ``leaky_relu-negative_slope=0.2``;
-        per-layer activations joined by ``+``: ``relu+tanh``."""
-        args = self.activation_args
-        if isinstance(args, list | tuple):
-            args = {} if not any(args) else {f"{i}.{k}": v for i, a in enumerate(args) for k, v in (a or {}).items()}
-        text = ",".join(f"{key}={value}" for key, value in sorted((args or {}).items()))
-        return activation_name(self.activation) + (f"-{text}" if text else "")
+        """The activation and its arguments as a directory name, e.g. ``leaky_relu-negative_slope=0.2``
+        (``lit_activations.names.member_name``)."""
+        return member_name(self.activation, self.activation_args)
 
     @property
     def label(self) -> str:
         """Name and seed, for messages: ``tanh/seed_3``."""
-        return self.name if self.seed is None else f"{self.name}/seed_{self.seed}"
+        return member_label(self.name, self.seed)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, as the model's hyperparameters and checkpoints keep it."""
@@ -139,33 +135,12 @@ def member_run_dirs(members: Sequence[Member], template: str | None = None, fit_
     return dirs
 
 
-def activation_name(activation: str | Sequence[str]) -> str:
-    """The run name of an activation, or of one per layer joined by ``+``.
-
-    >>> activation_name("torch.nn.Hardtanh"), activation_name(["relu", "tanh"])
-    ('hardtanh', 'relu+tanh')
-    """
-    return run_name(activation) if isinstance(activation, str) else "+".join(map(run_name, activation))
-
-
-def fit_name(activation: str | list[str], activations: Sequence[str | list[str] | Mapping[str, Any]] | None) -> str:
-    """The directory name of a fit under ``save_dir``: its activation's, or ``members`` when they differ.
-
-    >>> fit_name("relu", None), fit_name("relu", ["tanh"]), fit_name("relu", ["tanh", "relu"])
-    ('relu', 'tanh', 'members')
-    """
-    names = (
-        {activation_name(_entry(entry)[0]) for entry in activations} if activations else {activation_name(activation)}
-    )
-    return names.pop() if len(names) == 1 else "members"
-
-
 def _entry(entry: str | list[str] | Mapping[str, Any]) -> tuple[Any, Any, list[int] | None]:
-    if isinstance(entry, str) or _names(entry):
-        return list(entry) if _names(entry) else entry, None, None
+    if isinstance(entry, str) or _is_name_list(entry):
+        return list(entry) if _is_name_list(entry) else entry, None, None
     if (
         not isinstance(entry, Mapping)
-        or not (isinstance(entry.get("name"), str) or _names(entry.get("name")))
+        or not (isinstance(entry.get("name"), str) or _is_name_list(entry.get("name")))
         or set(entry) - set(_ENTRY_KEYS)
     ):
         raise ConfigError(
@@ -175,5 +150,6 @@ def _entry(entry: str | list[str] | Mapping[str, Any]) -> tuple[Any, Any, list[i
     return entry["name"], entry.get("args") or None, list(entry["seeds"]) if entry.get("seeds") else None
 
 
-def _names(value: object) -> bool:
+def _is_name_list(value: object) -> bool:
+    """Whether ``value`` is a list of activation names, one per hidden layer."""
     return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, str) for v in value)

@@ -15,7 +15,8 @@ from typing_extensions import override
 from lit_activations.activations import create_activation
 from lit_activations.errors import ConfigError
 from lit_activations.logger import member_loggers, write_note
-from lit_activations.members import Member, activation_name
+from lit_activations.members import Member
+from lit_activations.names import activation_name
 from lit_activations.plots import activation_figure, decision_boundary_image, decision_regions_image
 
 FINAL_METRICS = ("val/acc", "val/loss", "train/loss")

@@ -17,19 +17,12 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from lit_activations.compare import (
-    LocalLauncher,
-    Run,
-    _fit_arguments,
-    _grid,
-    _names,
-    _Progress,
-    _run_fits,
-    _scratch,
-    _split,
-    compare_main,
-)
 from lit_activations.events import read_scalars
+from lit_activations.study import local
+from lit_activations.study.cells import Cell, fit_arguments, split
+from lit_activations.study.command import _activation_list, _grid, compare_main
+from lit_activations.study.fits import Progress, run_fits
+from lit_activations.study.local import LocalLauncher
 
 from runs import fit
 
@@ -141,9 +134,9 @@ def test_grid_options_come_from_the_command_line_or_a_yaml_file(tmp_path):
     (tmp_path / "grid.yaml").write_text("model.init: [default, kaiming]\nmodel.hidden_sizes: [[5], [5, 5]]\n")
     assert _grid(str(tmp_path / "grid.yaml")) == [("model.init", ["default", "kaiming"]),
                                                   ("model.hidden_sizes", [[5], [5, 5]])]  # fmt: skip
-    assert _names("relu+tanh,sigmoid,relu+tanh") == [["relu", "tanh"], "sigmoid"]
+    assert _activation_list("relu+tanh,sigmoid,relu+tanh") == [["relu", "tanh"], "sigmoid"]
     # a fit gets a string as typed (`--model.init="default"` is no init), anything else as JSON
-    assert _fit_arguments([], tmp_path, {"model.init": "default", "model.hidden_sizes": [5, 5]})[1:3] == [
+    assert fit_arguments([], tmp_path, {"model.init": "default", "model.hidden_sizes": [5, 5]})[1:3] == [
         "--model.init=default", "--model.hidden_sizes=[5, 5]"]  # fmt: skip
     for bad in ("model.optimizer.lr=0.1", "model.optimizer.lr=[]", "=[1]", "nothing.yaml"):
         with pytest.raises(argparse.ArgumentTypeError, match=r"expected OPTION=|cannot read the grid file"):
@@ -161,7 +154,7 @@ class CtrlCLauncher:
         self.started = 0
         self.stopped = threading.Event()
 
-    def run(self, arguments, threads, setting=None, log=None):
+    def run(self, arguments, threads, config=None, log=None):
         self.started += 1
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # to the thread waiting for the fits
         assert self.stopped.wait(timeout=30), "interrupt() never came"
@@ -177,7 +170,7 @@ class CtrlCLauncher:
 def test_ctrl_c_stops_the_running_fit_starts_no_queued_one_and_marks_nothing_finished(tmp_path, monkeypatch, capsys):
     launchers = []
     monkeypatch.setattr(
-        "lit_activations.compare.LocalLauncher", lambda c, d: launchers.append(CtrlCLauncher(c)) or launchers[-1]
+        "lit_activations.study.command.LocalLauncher", lambda c, d: launchers.append(CtrlCLauncher(c)) or launchers[-1]
     )
     study = ["--activations", "relu,tanh", "--seeds", "0,1", "--vectorize=false", "--jobs", "1", "--data.n_samples=200"]
     assert compare_main(study) == 130
@@ -196,7 +189,7 @@ class ScriptedLauncher:
     def __init__(self, failing: set[str]) -> None:
         self.failing, self.fits = failing, []
 
-    def run(self, arguments, threads, setting=None, log=None):
+    def run(self, arguments, threads, config=None, log=None):
         members = json.loads(next(a for a in arguments if a.startswith("--members.activations=")).partition("=")[2])
         cells = [f"{m['name']}/{s}" for m in members for s in m["seeds"]]
         self.fits.append(cells)
@@ -217,11 +210,10 @@ class ScriptedLauncher:
 
 def test_a_failed_fit_of_several_cells_is_retried_cell_by_cell_so_only_the_bad_cell_fails(tmp_path):
     launcher = ScriptedLauncher(failing={"tanh/1"})
-    runs = [Run(a, s, tmp_path / a / f"seed_{s}") for a in ("relu", "tanh") for s in (0, 1)]
-    args = argparse.Namespace(jobs=2, study_dir=tmp_path)
-    _run_fits(_split(runs, 2), args, [], launcher, _Progress(len(runs)))
+    cells = [Cell(a, s, tmp_path / a / f"seed_{s}") for a in ("relu", "tanh") for s in (0, 1)]
+    run_fits(split(cells, 2), launcher, Progress(len(cells)), fit_args=[], study_dir=tmp_path, jobs=2, configs={})
     assert sorted(launcher.fits) == [["relu/0", "relu/1"], ["tanh/0"], ["tanh/0", "tanh/1"], ["tanh/1"]]  # 2 at a time
-    assert [run.error for run in runs] == ["", "", "", "error: a member crashed"]
+    assert [cell.error for cell in cells] == ["", "", "", "error: a member crashed"]
     assert sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("finished")) == [
         "relu/seed_0", "relu/seed_1", "tanh/seed_0"]  # fmt: skip
 
@@ -324,7 +316,7 @@ def test_a_stopped_study_leaves_no_process_or_temporary_file_and_its_rerun_gives
 
     with monkeypatch.context() as patched:  # the next study in that TMPDIR removes what a dead one left there
         patched.setattr(tempfile, "tempdir", str(scratch))
-        _scratch()
+        local.scratch()
         assert f"lit_activations-study-{study.pid}" not in {p.name for p in scratch.iterdir()}
     args[-1] = "--trainer.max_epochs=40"  # (the stopped runs are not finished: they train again, with any epochs)
     assert compare_main([*study_command(*args)[4:]]) == 0

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from lit_activations.compare import compare_main
 from lit_activations.events import read_scalars
+from lit_activations.study.command import compare_main
 
 from runs import QUIET, REPO, fit
 

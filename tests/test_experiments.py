@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from lit_activations.cli import cli_main
-from lit_activations.compare import compare_main
 from lit_activations.events import read_scalars
+from lit_activations.study.command import compare_main
 
 from runs import CONFIGS, REPO, fit
 

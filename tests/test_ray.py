@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from lit_activations.cli import cli_main  # noqa: F401  (imported here, so forked fits need not import it)
-from lit_activations.compare import compare_main
 from lit_activations.events import read_scalars
+from lit_activations.study.command import compare_main
 
 ray = pytest.importorskip("ray")  # the `ray` extra, which the dev install includes
 
-from lit_activations.ray_launcher import RayLauncher, _fit_task, check_shared, fit_shape, unreachable  # noqa: E402
+from lit_activations.study.ray_cluster import RayLauncher, _fit_task, check_shared, fit_shape, unreachable  # noqa: E402
 
 # relu learns; killer.Killer kills the process it runs in at its first training step: a worker dying mid-fit.
 KILLER = """
@@ -108,7 +108,7 @@ def test_a_fit_holds_a_gpu_per_device_on_gpus_and_its_processes_count():
 def launcher_on(nodes: list[tuple[int, int]], trainer: dict) -> RayLauncher:
     """A RayLauncher's view of a cluster of ``nodes`` (CPUs, GPUs), without starting Ray."""
     launcher = object.__new__(RayLauncher)
-    launcher.nodes, launcher.requested = nodes, {"": {"trainer": trainer}}
+    launcher.nodes, launcher.configs = nodes, [{"trainer": trainer}]
     launcher.cpus, launcher.gpus = sum(c for c, _ in nodes), sum(g for _, g in nodes)
     return launcher
 

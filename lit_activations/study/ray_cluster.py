@@ -1,15 +1,15 @@
 """``compare --launcher ray``: the study's fits as Ray tasks, on a Ray cluster or a local Ray instance.
 
-Only where a fit runs changes: ``lit_activations.compare`` still decides the cells, the fits, their
-run directories, what is skipped as finished and the table. Each fit is the same ``python -m
-lit_activations fit ...`` as with the local launcher, run by ``compare.fit_process`` in a Ray worker
+Only where a fit runs changes: the study still decides the cells, the fits, their run directories,
+what is skipped as finished and the table. Each fit is the same ``python -m lit_activations fit ...``
+as with the local launcher, run by ``lit_activations.study.launcher.fit_process`` in a Ray worker
 of its own (``max_calls=1``: a fresh process per fit, as locally), holding the CPUs and GPUs it
 needs. The workers run in this process's working directory and write to the study directory, so
 on a cluster both must be on storage every node shares at the same path (NFS, say), and
 ``lit_activations`` installed on every node: each node is checked before the first fit.
 
 Ray's own task retries are off: a fit whose worker dies (killed, out of memory, node lost) comes
-back as a failed fit, which ``compare`` retries one cell per fit like any failed fit of several
+back as a failed fit, which the study retries one cell per fit like any failed fit of several
 cells, and reports in the table if it fails alone.
 """
 
@@ -29,6 +29,7 @@ from ray.exceptions import RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from lit_activations.errors import ConfigError
+from lit_activations.study.launcher import fit_process
 
 
 class RayLauncher:
@@ -39,11 +40,11 @@ class RayLauncher:
     Args:
         address: ``ray.init``'s address.
         study_dir: where the fits write; checked to be shared by every node.
-        requested: each setting's fit configuration (``fit --print_config``) by setting name: its
-            trainer's accelerator and devices say what a fit holds.
+        configs: the configurations of the study's fits (``fit --print_config``): their trainers'
+            accelerator and devices say what a fit holds.
     """
 
-    def __init__(self, address: str | None, study_dir: Path, requested: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, address: str | None, study_dir: Path, configs: list[dict[str, Any]]) -> None:
         try:
             # "local": a new instance, never the cluster a RAY_ADDRESS or an earlier `ray start` points at
             ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -62,7 +63,7 @@ class RayLauncher:
             # (CPUs, GPUs) of each node: a fit runs on one node, so it can hold at most what one node has
             self.nodes = [(int(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0)))
                           for n in ray.nodes() if n["Alive"]]  # fmt: skip
-            self.requested = requested
+            self.configs = configs
             self.cwd = os.getcwd()
             self._fit = ray.remote(max_calls=1, max_retries=0)(_fit_task)
             self._running: set[ray.ObjectRef] = set()
@@ -76,16 +77,14 @@ class RayLauncher:
     @property
     def default_jobs(self) -> int:
         """Fits at a time: as many as the cluster's GPUs hold where fits hold GPUs, else as its CPUs hold."""
-        shapes = [fit_shape(c["trainer"], self.gpus > 0) for c in self.requested.values()]
+        shapes = [fit_shape(c["trainer"], self.gpus > 0) for c in self.configs]
         processes, gpus = max(p for p, _ in shapes), max(g for _, g in shapes)
         return max(1, self.gpus // gpus if gpus else self.cpus // processes)
 
     def run(
-        self, arguments: list[str], threads: int, setting: dict[str, Any], log: Path
+        self, arguments: list[str], threads: int, config: dict[str, Any], log: Path
     ) -> tuple[int | None, list[str]]:
-        from lit_activations.compare import setting_name
-
-        processes, gpus = fit_shape(self.requested[setting_name(setting)]["trainer"], self.gpus > 0)
+        processes, gpus = fit_shape(config["trainer"], self.gpus > 0)
         threads = max(1, min(threads, self._node_cpus(processes, gpus) // processes))  # no more than one node's cores
         if self._stopping:
             return None, ["error: interrupted before it started"]
@@ -119,7 +118,7 @@ class RayLauncher:
 
     def _infeasible(self) -> str:
         """A fit that no node can hold would wait for ever: a one-line error instead, or ``""``."""
-        for config in self.requested.values():
+        for config in self.configs:
             processes, gpus = fit_shape(config["trainer"], self.gpus > 0)
             if not self._node_cpus(processes, gpus):
                 need = f"{processes} CPUs" + (f" and {gpus} GPUs" if gpus else "")
@@ -226,8 +225,6 @@ def fit_shape(trainer: dict[str, Any], cluster_has_gpus: bool) -> tuple[int, int
 def _fit_task(arguments: list[str], threads: int, cwd: str, log: str) -> tuple[int | None, list[str]]:
     """The Ray task: the fit, run as the local launcher's process runs it, its output into ``log`` (in the study
     directory, which every node shares); its exit status and output lines."""
-    from lit_activations.compare import fit_process
-
     os.chdir(cwd)  # relative paths in the arguments (--config, --study_dir) mean what they meant to the user
     sys.path.insert(0, cwd)  # as `python -m` does: a user's own modules given by import path
     output = Path(log)
