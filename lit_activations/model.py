@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
-from itertools import pairwise
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import nn
-from torch.nn import functional as F
 
-from lit_activations.activations import InitName, create_activation, get_activation
 from lit_activations.errors import ConfigError
+from lit_activations.heads import HEADS
 from lit_activations.logger import log_member_scalars
 from lit_activations.members import Member
 from lit_activations.metrics import MemberMean
+from lit_activations.networks import WEIGHT_INITS, layer_activations, member_networks
 from lit_activations.stacked import MemberActivation, stack_networks
 
 
@@ -33,6 +30,23 @@ class ActivationMLP(LightningModule):
     layers hold the members on dim 0 (``lit_activations.stacked``), the loss is the sum of the
     members' own mean losses, so each member's gradient is that of a single fit, and every epoch
     metric is logged to each member's own run. One network is simply K = 1.
+
+    The networks are drawn by ``lit_activations.networks`` (each member exactly as a single fit with its
+    seed draws it) and the output head is looked up once in ``lit_activations.heads.HEADS``
+    (``self.head``): ``forward``, ``to_probabilities``, ``predicted_classes``, ``member_losses`` and
+    ``predict_step`` ask it.
+
+    Logging, in a subclass too. In a fit of members each member has a run of its own
+    (``TensorBoardRunLogger(members=...)``), and:
+
+    * ``self.log(tag, value)`` writes one value to **every** member's run: Lightning hands it to the
+      logger's ``log_metrics``, which writes it to each member's run. Use it for what all members share
+      (a learning rate, a schedule's value); it takes one number, never a value per member.
+    * ``self.log_members({tag: values})`` writes ``values[k]`` to member k's run: anything that is a
+      member's own (a loss, an accuracy, a norm) goes this way, as the model's own metrics do.
+
+    With one network both write to its one run; ``log_members`` also feeds the progress bar and
+    ``trainer.callback_metrics``.
 
     Args:
         activation: a name from ``lit_activations.activations.ACTIVATIONS`` (identity, sigmoid,
@@ -76,23 +90,23 @@ class ActivationMLP(LightningModule):
         hidden_sizes = list(hidden_sizes)
         if not hidden_sizes or any(not isinstance(n, int) or n < 1 for n in hidden_sizes):
             raise ConfigError(f"invalid model.hidden_sizes {hidden_sizes!r}; expected a list of integers >= 1: [5, 5]")
-        if output not in ("logit", "sigmoid", "softmax"):
-            raise ConfigError(f"invalid model.output {output!r}; expected one of: logit, sigmoid, softmax")
-        if num_classes < 2 or (num_classes > 2 and output != "softmax"):
+        if output not in HEADS:
+            raise ConfigError(f"invalid model.output {output!r}; expected one of: {', '.join(HEADS)}")
+        self.head = HEADS[output]
+        if num_classes < 2 or (num_classes > 2 and not self.head.per_class):
             raise ConfigError(
                 f"invalid model.output {output!r} for data of {num_classes} classes; expected softmax"
                 " (logit and sigmoid are one output for two classes)"
             )
-        if init != "auto" and init not in _WEIGHT_INITS:
-            raise ConfigError(f"invalid model.init {init!r}; expected one of: auto, {', '.join(_WEIGHT_INITS)}")
+        if init != "auto" and init not in WEIGHT_INITS:
+            raise ConfigError(f"invalid model.init {init!r}; expected one of: auto, {', '.join(WEIGHT_INITS)}")
         self.members = [Member(**m) for m in members] if members else [Member(activation, activation_args)]
         for member in self.members:
-            _layer_activations(member, len(hidden_sizes))  # fails early: an unknown name, a list of another length
+            layer_activations(member, len(hidden_sizes))  # fails early: an unknown name, a list of another length
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer, self.scheduler = optimizer, scheduler
 
-        out_features = num_classes if output == "softmax" else 1
-        networks = _member_networks(self.members, in_features, hidden_sizes, out_features, init)
+        networks = member_networks(self.members, in_features, hidden_sizes, self.head.out_features(num_classes), init)
         self.net = stack_networks(networks, groups=[(m.activation, m.activation_args) for m in self.members])
 
         # Epoch means per member. The training loss of each step is kept and the metric updated once per
@@ -112,32 +126,19 @@ class ActivationMLP(LightningModule):
         """Each member's output per sample: (K, B), a logit or with ``output=sigmoid`` a probability of
         class 1; with ``output=softmax``, (K, B, classes) logits. A sample of several dimensions (an
         image) is taken as its ``in_features`` values in a row."""
-        out = self.net(x.flatten(1))
-        if self.hparams.output == "softmax":
-            return out
-        out = out.squeeze(-1)
-        return torch.sigmoid(out) if self.hparams.output == "sigmoid" else out
+        return self.head.output(self.net(x.flatten(1)))
 
     def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
         """Turn ``forward``'s output into probabilities: of class 1 (K, B), or of each class (K, B, classes)."""
-        if self.hparams.output == "softmax":
-            return out.softmax(-1)
-        return out if self.hparams.output == "sigmoid" else torch.sigmoid(out)
+        return self.head.probabilities(out)
 
     def predicted_classes(self, out: torch.Tensor) -> torch.Tensor:
         """The class each member predicts for each point, (K, B)."""
-        return out.argmax(-1) if self.hparams.output == "softmax" else (self.to_probabilities(out) > 0.5).long()
+        return self.head.classes(out)
 
     def member_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Each member's mean loss over the batch, shape (K,)."""
-        if self.hparams.output == "softmax":
-            k, b, classes = out.shape
-            losses = F.cross_entropy(out.reshape(k * b, classes), y.long().repeat(k), reduction="none")
-            return losses.view(k, b).mean(-1)
-        y = y.expand_as(out)
-        if self.hparams.output == "sigmoid":
-            return F.binary_cross_entropy(out, y, reduction="none").mean(-1)
-        return F.binary_cross_entropy_with_logits(out, y, reduction="none").mean(-1)
+        """Each member's mean loss over the batch, shape (K,); the training loss is their sum."""
+        return self.head.losses(out, y)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -151,7 +152,7 @@ class ActivationMLP(LightningModule):
         losses, sizes = zip(*self._step_losses, strict=True)
         self._step_losses = []
         self.train_loss.update(torch.stack(losses), weight=torch.tensor(sizes, device=self.device))
-        self._log_members({"train/loss": self.train_loss.compute()})
+        self.log_members({"train/loss": self.train_loss.compute()})
         self.train_loss.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -168,9 +169,7 @@ class ActivationMLP(LightningModule):
 
     def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         """The probability of each class per sample: (B, classes), with (K, B, classes) for K members."""
-        probabilities = self.to_probabilities(self(batch[0]))
-        if self.hparams.output != "softmax":  # P(class 1) alone: both classes
-            probabilities = torch.stack([1 - probabilities, probabilities], dim=-1)
+        probabilities = self.head.each_class(self.to_probabilities(self(batch[0])))
         return probabilities[0] if self.num_members == 1 else probabilities
 
     def configure_optimizers(self) -> Any:
@@ -207,27 +206,36 @@ class ActivationMLP(LightningModule):
                 member |= {key: value[k : k + 1].clone() for key, value in state_dict.items() if key.startswith(prefix)}
         return member
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], loss: MemberMean, accuracy: MemberMean) -> None:
-        x, y = batch
-        out = self(x)
-        correct = (self.predicted_classes(out) == y.long()).double().mean(-1)
-        loss.update(self.member_losses(out, y), weight=len(x))
-        accuracy.update(correct, weight=len(x))
+    def log_members(self, values: Mapping[str, torch.Tensor]) -> None:
+        """Write each member's own value of each tag to its own run: ``values[tag][k]`` to member k's.
 
-    def _log_epoch_metrics(self, stage: str, loss: MemberMean, accuracy: MemberMean) -> None:
-        if loss.update_count == 0:
-            return
-        self._log_members({f"{stage}/loss": loss.compute(), f"{stage}/acc": accuracy.compute()})
-        loss.reset()
-        accuracy.reset()
+        The per-member counterpart of ``self.log``, which writes one value to every member's run (see the
+        class docstring). Meant for epoch-end hooks, as the model logs its losses and accuracies; each
+        call is one host sync and one event per run.
 
-    def _log_members(self, values: dict[str, torch.Tensor]) -> None:
-        """Write each member's values (tag -> (K,)) to its own run.
+        Args:
+            values: tag -> a tensor of K values, member k's at index k (a 0-d tensor for one network,
+                as torchmetrics computes it, is fine). They are written at ``self.global_step`` with
+                the tag ``epoch`` (``self.current_epoch``) beside them, and kept in
+                ``last_epoch_metrics[k]``. (``self.log`` in an epoch-end hook lands one step earlier:
+                Lightning writes an epoch's values at the step of its last batch, ``global_step - 1``.)
 
         One network's values also go to the progress bar and ``trainer.callback_metrics``, for callbacks
         that watch a metric (early stopping, a checkpoint's monitor); in a fit of several members no
         metric speaks for all of them (the CLI refuses such callbacks), and ``last_epoch_metrics`` has each.
+        Nothing reaches the runs or ``last_epoch_metrics`` during the sanity check.
+
+        Raises:
+            ValueError: a tensor that is not one value per member.
         """
+        for tag, value in values.items():
+            if value.numel() != self.num_members:
+                raise ValueError(
+                    f"log_members: {tag!r} holds {value.numel()} value(s); expected one per member"
+                    f" ({self.num_members}); self.log writes a value that all members share"
+                )
+        if not values:
+            return
         if self.num_members == 1:
             for tag, value in values.items():
                 # already the mean over every process (torchmetrics); sync_dist averages equal values, and spares
@@ -242,77 +250,16 @@ class ActivationMLP(LightningModule):
             last |= row
         log_member_scalars(self.trainer, rows, step=self.global_step)
 
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], loss: MemberMean, accuracy: MemberMean) -> None:
+        x, y = batch
+        out = self(x)
+        correct = (self.predicted_classes(out) == y.long()).double().mean(-1)
+        loss.update(self.member_losses(out, y), weight=len(x))
+        accuracy.update(correct, weight=len(x))
 
-def _member_networks(
-    members: Sequence[Member], in_features: int, hidden_sizes: list[int], out_features: int, init: str
-) -> list[nn.Sequential]:
-    """Each member's network, drawn exactly as a single fit with its seed draws it.
-
-    A member without a seed starts from the generator's state at this call, which is where a single
-    fit's model starts after ``seed_everything``; a member with one reseeds first, as that fit's
-    ``seed_everything`` would.
-    """
-    start = torch.get_rng_state()
-    networks = []
-    for member in members:
-        if member.seed is None:
-            torch.set_rng_state(start)
-        else:
-            torch.manual_seed(member.seed)
-        networks.append(_network(member, in_features, hidden_sizes, out_features, init))
-    return networks
-
-
-def _network(member: Member, in_features: int, hidden_sizes: list[int], out_features: int, init: str) -> nn.Sequential:
-    """Linear → act → … → Linear; with ``init=auto`` each linear layer gets the init of the activation after it."""
-    layers: list[nn.Module] = []
-    inits: list[str] = []
-    for (n_in, n_out), (name, args) in zip(
-        pairwise([in_features, *hidden_sizes]), _layer_activations(member, len(hidden_sizes)), strict=True
-    ):
-        layers += [nn.Linear(n_in, n_out), create_activation(name, **(args or {}))]
-        inits.append(get_activation(name).init if init == "auto" else init)
-    layers.append(nn.Linear(hidden_sizes[-1], out_features))
-    inits.append(inits[-1])
-    network = nn.Sequential(*layers)
-    for linear, layer_init in zip((m for m in network if isinstance(m, nn.Linear)), inits, strict=True):
-        _initialize(linear, layer_init)
-    return network
-
-
-def _layer_activations(member: Member, depth: int) -> list[tuple[str, dict[str, Any] | None]]:
-    """(name, arguments) of each hidden layer's activation.
-
-    Raises:
-        ConfigError: an unknown name, or a list of names or arguments that is not one per hidden layer.
-    """
-    names = member.activation if isinstance(member.activation, list | tuple) else [member.activation] * depth
-    args = member.activation_args
-    args = list(args) if isinstance(args, list | tuple) else [args] * depth
-    for option, values in (("activation", names), ("activation_args", args)):
-        if len(values) != depth:
-            raise ConfigError(
-                f"invalid model.{option} {values!r}; expected one entry per hidden layer ({depth}), or a single one"
-            )
-    for name in names:
-        get_activation(name)  # an unknown name: the list of names
-    return list(zip(names, args, strict=True))
-
-
-# Weight initialisers by name; every non-default one also zeroes the biases.
-_WEIGHT_INITS: dict[InitName, Callable[[torch.Tensor], Any] | None] = {
-    "default": None,  # keep what nn.Linear.reset_parameters drew
-    "xavier": nn.init.xavier_uniform_,
-    "kaiming": partial(nn.init.kaiming_normal_, nonlinearity="relu"),
-    "lecun_normal": partial(nn.init.kaiming_normal_, nonlinearity="linear"),  # std = 1/sqrt(fan_in)
-}
-
-
-def _initialize(net: nn.Module, init: InitName) -> None:
-    init_weight = _WEIGHT_INITS[init]
-    if init_weight is None:
-        return
-    for module in net.modules():
-        if isinstance(module, nn.Linear):
-            init_weight(module.weight)
-            nn.init.zeros_(module.bias)
+    def _log_epoch_metrics(self, stage: str, loss: MemberMean, accuracy: MemberMean) -> None:
+        if loss.update_count == 0:
+            return
+        self.log_members({f"{stage}/loss": loss.compute(), f"{stage}/acc": accuracy.compute()})
+        loss.reset()
+        accuracy.reset()

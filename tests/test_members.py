@@ -5,10 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch import Trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, TensorDataset
 
 from lit_activations.cli import cli_main
 from lit_activations.events import read_scalars
+from lit_activations.logger import TensorBoardRunLogger
 from lit_activations.members import Member, expand_members, member_run_dirs
 from lit_activations.model import ActivationMLP
 
@@ -159,6 +162,34 @@ def test_each_members_learnable_activation_parameters_are_logged_in_its_own_run(
         read_scalars(runs[0])["activation_param/net.1.weight"] != read_scalars(runs[1])["activation_param/net.1.weight"]
     )
     assert not any(tag.startswith("activation_param/") for tag in read_scalars(runs[2]))  # relu: nothing to learn
+
+
+class SharedAndOwnMLP(ActivationMLP):
+    """A subclass logging as the class docstring says: one value for all members, and one value per member."""
+
+    def on_train_epoch_end(self):
+        super().on_train_epoch_end()
+        self.log("train/shared", 7.0)
+        self.log_members({"train/own": torch.arange(self.num_members)})
+
+
+def test_self_log_writes_one_value_to_every_members_run_and_log_members_each_its_own(tmp_path):
+    specs = [("relu", None, 0), ("tanh", None, 1), ("elu", None, 2)]
+    model = SharedAndOwnMLP(members=[Member(*spec).as_dict() for spec in specs])
+    logger = TensorBoardRunLogger(tmp_path, name="fit", members=["relu", "tanh", "elu"], default_hp_metric=False)
+    x = torch.randn(32, 2)
+    data = DataLoader(TensorDataset(x, (x.norm(dim=1) > 1).float()), batch_size=16)
+    trainer = Trainer(max_epochs=2, logger=logger, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False, log_every_n_steps=1)  # fmt: skip
+    trainer.fit(model, data, data)
+    for k, run in enumerate(logger.member_dirs):
+        scalars = read_scalars(run)
+        assert [value for _, value in scalars["train/shared"]] == [7.0, 7.0]  # one value, in every member's run
+        assert scalars["train/own"] == [(2, k), (4, k)]  # member k's own, at the end of each epoch (2 steps each)
+        assert [step for step, _ in scalars["train/own"]] == [step for step, _ in scalars["train/loss"]]
+        assert model.last_epoch_metrics[k]["train/own"] == k
+    assert not list(Path(logger.log_dir).glob("events.out.tfevents.*"))  # nothing went to the fit's own directory
+    assert "train/shared" in trainer.callback_metrics and "train/own" not in trainer.callback_metrics
 
 
 def test_the_grid_expands_activation_major_with_each_entrys_own_seeds():

@@ -1,9 +1,11 @@
 import math
+import typing
 
 import pytest
 import torch
 from torch import nn
 
+from lit_activations.heads import HEADS
 from lit_activations.members import Member
 from lit_activations.model import ActivationMLP
 from lit_activations.stacked import MemberActivation, MemberLinear
@@ -152,6 +154,20 @@ def test_softmax_head_trains_logits_with_cross_entropy_and_gives_probabilities()
     probabilities = model.to_probabilities(logits)
     torch.testing.assert_close(probabilities.sum(-1), torch.ones(2, 8))
     torch.testing.assert_close(model.predicted_classes(logits), logits.argmax(-1))
+
+
+def test_every_output_choice_has_its_head_in_the_table():
+    choices = typing.get_args(typing.get_type_hints(ActivationMLP.__init__)["output"])
+    assert set(choices) == set(HEADS) and all(HEADS[name].name == name for name in HEADS)
+    for name in choices:
+        model = ActivationMLP(output=name, num_classes=3 if HEADS[name].per_class else 2)
+        assert model.head is HEADS[name] and model.net[-1].weight.shape[1] == (3 if HEADS[name].per_class else 1)
+
+
+def test_log_members_takes_one_value_per_member():
+    model = ActivationMLP(members=members(("relu", None, 0), ("tanh", None, 1)))
+    with pytest.raises(ValueError, match=r"log_members: 'train/x' holds 1 value\(s\); expected one per member \(2\)"):
+        model.log_members({"train/x": torch.tensor(1.0)})
 
 
 def test_predict_gives_each_classs_probability_for_one_network_or_each_member():
