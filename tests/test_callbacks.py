@@ -1,5 +1,6 @@
 """ActivationMonitor on a model of the test's own, with values known in advance."""
 
+import dataclasses
 import math
 import pickle
 
@@ -15,6 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_activations.callbacks import ActivationMonitor
 from lit_activations.divergence import DivergenceGuard
 from lit_activations.events import read_scalars
+from lit_activations.model import ActivationMLP
+from lit_activations.monitor import plan_watch
+from lit_activations.stacked import MemberLinear
 
 from runs import REPO, fit
 
@@ -280,3 +284,58 @@ def test_callbacks_pickle_with_their_configuration():
     monitor = pickle.loads(pickle.dumps(ActivationMonitor(epsilon=0.1, activation_pattern=r"act\d")))
     assert monitor.epsilon == 0.1 and monitor.activation_pattern.pattern == r"act\d"
     assert isinstance(pickle.loads(pickle.dumps(DivergenceGuard())), DivergenceGuard)
+
+
+# What to watch, from the model's structure alone: no Trainer, no logger, no data.
+
+
+def test_plan_watch_finds_layers_activations_and_candidates_in_module_order():
+    body = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3), Cube(), nn.Dropout(0.1), nn.BatchNorm1d(3),
+                         nn.Softmax(dim=1), nn.Linear(3, 1))  # fmt: skip
+    body[2].bias.requires_grad_(False)  # a frozen parameter is not watched
+    plan = plan_watch(body, layer_types=[nn.Linear])
+    assert plan.layers == {"0": body[0], "2": body[2], "7": body[7]}
+    assert list(plan.params) == ["0.weight", "0.bias", "2.weight", "7.weight", "7.bias"]
+    assert list(plan.weights) == ["0.weight", "2.weight", "7.weight"] and plan.weight_numels == (8, 12, 3)
+    assert plan.activations == {"1": body[1]} and plan.stacked == frozenset() and plan.num_members == 1
+    # leaf modules to judge on the first probe pass (Softmax fails that test); dropout and normalisation never
+    assert plan.candidates == {"3": body[3], "6": body[6]}
+
+    by_name = plan_watch(body, layer_types=[nn.Linear], activation_pattern=r"3|6", detect_elementwise=False)
+    assert list(by_name.activations) == ["1", "3", "6"] and by_name.candidates == {}
+    with pytest.raises(RuntimeError, match=r"found no layer of types \['Conv2d'\] and no activation in Sequential"):
+        plan_watch(body, layer_types=[nn.Conv2d], activation_types=[], detect_elementwise=False)
+
+
+def test_plan_watch_on_activation_mlp_watches_each_member_activation_not_its_blocks():
+    model = ActivationMLP(activation="tanh", hidden_sizes=[5, 3])  # a single network: a member axis of 1
+    plan = plan_watch(model, layer_types=ActivationMonitor().layer_types)  # the monitor's default layer types
+    assert list(plan.layers) == ["net.0", "net.2", "net.4"]
+    assert list(plan.params) == [f"net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]
+    assert plan.weight_numels == (10, 15, 3) and plan.num_members == 1
+    assert list(plan.activations) == ["net.1", "net.3"] and plan.stacked == {"net.1", "net.3"}
+    # the epoch metrics are leaf modules too; they are called through update(), never forward, so never watched
+    assert list(plan.candidates) == ["train_loss", "val_loss", "val_acc", "test_loss", "test_acc"]
+
+
+def test_plan_watch_on_a_model_of_members():
+    members = [{"activation": "relu"}, {"activation": "prelu"}, {"activation": "relu"}]
+    model = ActivationMLP(members=members, hidden_sizes=[5, 3])
+    plan = plan_watch(model, layer_types=ActivationMonitor().layer_types)
+    assert plan.num_members == 3
+    assert list(plan.weights) == ["net.0.weight", "net.2.weight", "net.4.weight"]
+    assert plan.weight_numels == (10, 15, 3)  # one member's share of each (K, out, in) weight
+    assert plan.activations == {"net.1": model.net[1], "net.3": model.net[3]}  # PReLU's blocks are inside them
+    assert plan.stacked == {"net.1", "net.3"} and plan.candidates == {}  # members' activations are all stacked
+
+    mixed = nn.Sequential(MemberLinear([nn.Linear(2, 3), nn.Linear(2, 3)]), nn.ReLU(), nn.Linear(3, 1))
+    with pytest.raises(RuntimeError, match=r"different numbers of members \[1, 2\] in Sequential"):
+        plan_watch(mixed, layer_types=[nn.Linear, MemberLinear])
+
+
+def test_a_watch_plan_is_frozen():
+    plan = plan_watch(nn.Sequential(nn.Linear(2, 4), nn.ReLU()), layer_types=[nn.Linear])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.num_members = 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.activations = {}
