@@ -3,55 +3,37 @@
 from __future__ import annotations
 
 import copy
-import errno
 import logging
 import os
 import pkgutil
-import signal
 import sys
 import threading
-import traceback
 import warnings
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from jsonargparse import Namespace
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lit_activations import lock
 from lit_activations.callbacks import ActivationMonitor
 from lit_activations.checkpoint import PeriodicCheckpoint
 from lit_activations.data import data_shape
-from lit_activations.divergence import DivergenceGuard, TrainingDiverged
+from lit_activations.divergence import DivergenceGuard
 from lit_activations.errors import ConfigError, check_seed
+from lit_activations.errors.handling import built_by_torch, one_line_endings, quiet_about_the_disk, refuse_or_raise
 from lit_activations.logger import TensorBoardRunLogger
-from lit_activations.members import expand_members, member_run_dirs
+from lit_activations.members import expand_members, member_run_dirs, refuse_coupling
 from lit_activations.model import ActivationMLP
 from lit_activations.names import fit_name
 from lit_activations.parser import TerseArgumentParser, config_files_in_use
 from lit_activations.predictions import PredictionWriter
-from lit_activations.resume import (
-    changed_options,
-    checkpoint_file,
-    flatten,
-    last_checkpoint,
-    option,
-    refuse_changes,
-    refuse_member_checkpoint,
-    refuse_missing_members,
-    resumable_runs,
-    run_of,
-    trained_configuration,
-)
+from lit_activations.resume import evaluation_configuration, resume_run, with_trained_configuration
 from lit_activations.run_summary import RunSummary
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run: noise, not the user's concern.
@@ -106,13 +88,6 @@ _LIGHTNING_NEWS = _HeldLogs("lightning.fabric.utilities.seed", "lightning.pytorc
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIGS / "defaults.yaml"
 EVALUATION_CONFIG = CONFIGS / "evaluate.yaml"  # validate, test and predict: over defaults.yaml
-
-# Optimizers whose update of each parameter element depends on that element's gradient history only, so
-# members stacked in one tensor stay independent. LBFGS (a line search over all parameters) and the
-# factored second moments of Adafactor do not.
-ELEMENTWISE_OPTIMIZERS = ("SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta", "Rprop",
-                          "ASGD")  # fmt: skip
-
 
 # The model's sizes come from the data module (``data_shape``: what it states, or what its data show).
 LINKED_FROM_DATA = {"in_features": "num_features", "num_classes": "num_classes"}
@@ -178,6 +153,8 @@ class ActivationCLI(LightningCLI):
         parser.link_arguments("data", "model.init_args.num_classes", compute_fn=_classes, apply_on="instantiate")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
+        """The Trainer without the callbacks its flags turn off. (Lightning's private method: the only point
+        between collecting the callbacks and building the Trainer, which rejects a contradiction outright.)"""
         # `--monitor=null` leaves None among the callbacks LightningCLI collects (cli.py, instantiate_trainer).
         callbacks = [c for c in callbacks if c is not None]
         # `--trainer.enable_checkpointing=false` and `--trainer.enable_progress_bar=false` also drop the
@@ -206,7 +183,7 @@ class ActivationCLI(LightningCLI):
         try:
             # The model of a checkpoint named on the command line is known before parsing, so that its own
             # options parse (the default model, ActivationMLP, would refuse those of another class).
-            with_trained = _with_trained_configuration(argv)
+            with_trained = with_trained_configuration(argv, ("fit", *EVALUATIONS))
             if with_trained is argv:
                 super().parse_arguments(parser, args)
             else:  # what LightningCLI's own does with a list (which, given sys.argv too, it would warn about)
@@ -214,9 +191,11 @@ class ActivationCLI(LightningCLI):
             subcommand = self.config.get("subcommand")
             _fit_the_model(self._own_config())  # before finding `last`: another model's runs are named after it
             if subcommand == "fit" and self.config.fit.ckpt_path:
-                self._resume_run(parser, argv)
+                self.config, record = resume_run(parser, argv, self.config)
+                if record is not None:  # config.yaml keeps recording the run, not where the resume points
+                    self.save_config_kwargs["record"] = record
             elif subcommand in EVALUATIONS and self.config[subcommand].ckpt_path:
-                self._evaluate_checkpoint(parser, argv, subcommand)
+                self.config = evaluation_configuration(parser, argv, self.config, subcommand)
             _fit_the_model(self._own_config())
             check_seed("seed_everything", self._own_config().seed_everything)
         except ConfigError as err:
@@ -232,22 +211,14 @@ class ActivationCLI(LightningCLI):
         try:
             super().instantiate_classes()
             _check_sharding(self.datamodule, self.trainer, self._own_config().trainer.use_distributed_sampler)
-            _check_training(self.model, self.trainer)
+            _check_training(self.model, self.trainer, self._own_config().model)
             _check_evaluation(self.model, self.config.get("subcommand"))
             _check_writable(self.trainer.logger)
         except Exception as err:
             _LIGHTNING_NEWS.drop()
-            # A value the classes' own checks refuse (not a bug in anyone's code): report like a parse error.
-            # jsonargparse wraps what a subclass-mode group (--data) raises; the refusal is then its cause.
-            refusal = _config_error(err)
-            if refusal is not None:
-                self.parser.error(str(refusal), refusal)
-            root = err
-            while root.__cause__ is not None:  # past jsonargparse's "Does not validate ..." wrappers
-                root = root.__cause__
-            if root is err:
-                raise
-            raise root.with_traceback(root.__traceback__) from None  # a bug in someone's code: its own traceback
+            # A value the classes' own checks refuse (jsonargparse wraps what a subclass-mode group such as --data
+            # raises: the refusal is then its cause) is reported like a parse error; a bug keeps its traceback.
+            refuse_or_raise(err, lambda refusal: self.parser.error(str(refusal), refusal))
         _LIGHTNING_NEWS.release()
 
     def after_fit(self) -> None:
@@ -286,36 +257,6 @@ class ActivationCLI(LightningCLI):
                   zip(labels, rows, strict=True)]  # fmt: skip
         print("\n".join(lines), flush=True)
 
-    def _evaluate_checkpoint(self, parser: LightningArgumentParser, argv: list[str], subcommand: str) -> None:
-        """Evaluate a checkpoint with the model it was trained with, and its data unless the flags choose other.
-
-        The model, data, members and seed come from the checkpoint's run or from the checkpoint itself
-        (``trained_configuration``), read before the command's flags; a flag that would give the model
-        another shape or other arguments is refused in one line.
-        """
-        ckpt_path = self.config[subcommand].ckpt_path
-        checkpoint = checkpoint_file(ckpt_path)
-        if checkpoint is None:
-            raise ConfigError(
-                f"invalid ckpt_path {ckpt_path!r} for {subcommand}; give a checkpoint file, e.g."
-                " logs/relu/version_0/checkpoints/last.ckpt"
-            )
-        trained = trained_configuration(checkpoint)
-        if not trained:
-            return
-        text = yaml.safe_dump(trained, sort_keys=False)
-        self.config = _parsed_under(parser, argv, subcommand, text)
-        saved = _parsed_under(parser, [subcommand], subcommand, text)[subcommand]
-        known = set(flatten(trained))
-        changed = [key for key in changed_options(saved, self.config[subcommand], ("model.", "members."))
-                   if key in known]  # fmt: skip
-        if changed:
-            was, now = flatten(saved.as_dict()).get(changed[0]), flatten(self.config[subcommand].as_dict())[changed[0]]
-            raise ConfigError(
-                f"cannot {subcommand} {checkpoint} with {option(changed[0])}={now!r}: it was trained with {was!r};"
-                " drop the flag (the checkpoint decides the model)"
-            )
-
     def _parse_ckpt_path(self) -> None:
         """Nothing: the configuration of a checkpoint's run is restored in ``parse_arguments`` instead.
 
@@ -323,76 +264,6 @@ class ActivationCLI(LightningCLI):
         the configuration, which resets what they do not hold (the optimizer, which ``ActivationMLP`` takes as
         an argument) to its defaults: a run of ``configs/tutorial.yaml`` would resume with lr 1e-3.
         """
-
-    def _changes_to(self, parser: LightningArgumentParser, argv: list[str], run: Path) -> list[str]:
-        """What resuming ``run`` with ``argv`` would change of its experiment (``resume.EXPERIMENT``)."""
-        saved = parser.parse_args(["fit", "--config", str(run / "config.yaml")]).fit
-        return changed_options(saved, _parsed_under(parser, argv, "fit", str(run / "config.yaml")).fit)
-
-    def _resume_run(self, parser: LightningArgumentParser, argv: list[str]) -> None:
-        """Continue the checkpoint's run, in its own directory and with its own configuration (``resume.py``).
-
-        The run's ``config.yaml`` is read first and the command's flags after it, so a bare ``fit
-        --ckpt_path PATH`` resumes exactly; flags that would change the experiment are refused before
-        anything in the run directory is touched, and so is a run that another process is training.
-        Events the interrupted run wrote after the checkpoint's step are purged from TensorBoard's view.
-        ``last`` is the newest run under the logger's directory that the command's flags can continue (a
-        run that stopped before its first checkpoint starts over in its own directory).
-        A checkpoint outside a run directory continues training in a new one.
-        """
-        logger = self.config.fit.trainer.logger
-        if not (isinstance(logger, Namespace) and logger.class_path.endswith(TensorBoardRunLogger.__name__)):
-            return
-        ckpt_path = self.config.fit.ckpt_path
-        if ckpt_path == "last":
-            runs = resumable_runs(logger.init_args.save_dir, logger.init_args.name)
-            if not runs:
-                _say(f"no run under {Path(logger.init_args.save_dir, logger.init_args.name)} to resume: a new run")
-                self.config.fit.ckpt_path = None
-                return
-            # the newest run that this command can continue; if none can, the newest, whose refusal says why
-            run = next((run for run in runs if not self._changes_to(parser, argv, run)), runs[0])
-            checkpoint = last_checkpoint(run)
-        else:
-            checkpoint = checkpoint_file(ckpt_path)
-            run = run_of(checkpoint) if checkpoint is not None else None
-            if run is None:
-                return
-        if checkpoint is not None:
-            refuse_member_checkpoint(checkpoint)
-        saved = parser.parse_args(["fit", "--config", str(run / "config.yaml")]).fit
-        self.config = _parsed_under(parser, argv, "fit", str(run / "config.yaml"))
-        refuse_changes(run, saved, self.config.fit, checkpoint)
-        if checkpoint is not None:  # (a run that starts over makes its members' directories anew)
-            refuse_missing_members(run, self.config.fit.trainer.logger.init_args.get("members"))
-        if rank_zero_only.rank == 0:  # (the other ranks of a DDP fit run this too, under rank 0's lock)
-            try:
-                stale = lock.hold(run)
-            except lock.Held as held:
-                raise ConfigError(f"cannot resume {run}: {held.holder} is training it; wait for it to end") from None
-            if stale:
-                _say(f"{run} was left by {stale}, which is gone: resuming it")
-        # config.yaml keeps recording the run: what it was trained with, and only the changes the flags asked for
-        record = copy.deepcopy(self.config.fit)
-        record.trainer.logger, record.ckpt_path = saved.trainer.logger, saved.ckpt_path
-        self.save_config_kwargs["record"] = record
-        logger = self.config.fit.trainer.logger  # pointed at the run: <save_dir>/<name>/<version>
-        logger.init_args.save_dir, logger.init_args.name = str(run.parent.parent), run.parent.name
-        version = run.name.removeprefix("version_")
-        logger.init_args.version = int(version) if version.isdigit() else run.name
-        if checkpoint is None:  # stopped before its first checkpoint: all of its events are hidden
-            _say(f"{run} stopped before its first checkpoint: training it again from the start, in place")
-            logger.init_args.purge_step, self.config.fit.ckpt_path = 0, None
-            return
-        saved_state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        logger.init_args.purge_step = saved_state["global_step"] + 1
-        self.config.fit.ckpt_path = str(checkpoint)
-        newest = last_checkpoint(run)
-        trained = torch.load(newest, map_location="cpu", weights_only=True)["epoch"] if newest else -1
-        if trained > saved_state["epoch"]:  # (the refusals above came first: nothing was touched yet)
-            done = saved_state["epoch"] + 1
-            _say(f"resuming {run} after epoch {done} ({checkpoint.name}), though it has trained {trained + 1}:"
-                 f" epochs {done + 1}-{trained + 1} are trained again, their events hidden")  # fmt: skip
 
 
 class SaveRunConfigs(SaveConfigCallback):
@@ -455,35 +326,6 @@ def _dropped_flag(argv: list[str]) -> str:
     return ""
 
 
-def _with_trained_configuration(argv: list[str]) -> list[str]:
-    """``argv`` with what its ``--ckpt_path`` file was trained with read right after the subcommand.
-
-    For ``fit``, the run's ``config.yaml`` (the resumed run's configuration, which the flags then change);
-    for ``validate``, ``test`` and ``predict``, and a checkpoint outside a run, ``trained_configuration``.
-    Unchanged without a checkpoint file on the command line.
-    """
-    at = next((i for i, arg in enumerate(argv) if arg in ("fit", *EVALUATIONS)), None)
-    values = [b if a == "--ckpt_path" else a.partition("=")[2] for a, b in pairwise([*argv, ""])
-              if a == "--ckpt_path" or a.startswith("--ckpt_path=")]  # fmt: skip
-    if at is None or not values or not Path(values[-1]).is_file():
-        return argv
-    checkpoint = Path(values[-1])
-    run = run_of(checkpoint)
-    if argv[at] == "fit" and run is not None:
-        config = str(run / "config.yaml")
-    elif trained := trained_configuration(checkpoint):
-        config = yaml.safe_dump(trained, sort_keys=False)
-    else:
-        return argv
-    return [*argv[: at + 1], "--config", config, *argv[at + 1 :]]
-
-
-def _parsed_under(parser: LightningArgumentParser, argv: list[str], subcommand: str, config: str) -> Namespace:
-    """``argv`` parsed with ``config`` (a file, or YAML text) read before the command's own arguments."""
-    at = argv.index(subcommand) + 1
-    return parser.parse_args([*argv[:at], "--config", config, *argv[at:]])
-
-
 def _write_whole(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -497,44 +339,15 @@ def _write_whole(path: Path, text: str) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _say(text: str) -> None:
-    """One line for the person at the terminal, from one process only."""
-    if rank_zero_only.rank == 0:
-        print(text, file=sys.stderr, flush=True)
-
-
 def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:
     """Run the CLI; ``args`` (a list of strings) replaces ``sys.argv[1:]``, as tests and scripts do.
 
     ``cli_kwargs`` go to ``LightningCLI``, e.g. ``trainer_defaults={"callbacks": [...]}`` from a script.
     A diverged run ends with its one-line message and exit status 1.
     """
-    threading.excepthook = _quiet_about_the_disk
-    try:
+    threading.excepthook = quiet_about_the_disk
+    with one_line_endings():
         return _run_cli(args, **cli_kwargs)
-    except TrainingDiverged as err:
-        sys.stderr.write(f"error: {err}\n")
-        sys.exit(1)
-    except SIGTERMException:  # Lightning's stop at the next batch after SIGTERM: a SystemExit that says 0
-        _say("interrupted (SIGTERM): the run is kept as far as its last checkpoint; --ckpt_path last continues it")
-        sys.exit(128 + signal.SIGTERM)
-    except OSError as err:  # the disk, not the code: a full disk, a file system gone read-only, a quota
-        if err.errno not in DISK_FAULTS:
-            raise
-        where = f" {err.filename}" if err.filename else ""
-        sys.stderr.write(f"error: cannot write{where}: {err.strerror}; every checkpoint written is whole\n")
-        sys.exit(1)
-
-
-DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # what a full or read-only disk raises
-
-
-def _quiet_about_the_disk(args: threading.ExceptHookArgs) -> None:
-    """A thread's uncaught exception, but for a disk fault in TensorBoard's writer thread, which the main thread
-    meets again and reports in one line (``cli_main``)."""
-    if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_FAULTS:
-        return
-    threading.__excepthook__(args)
 
 
 def check_fit(args: list[str], members: list[str]) -> dict[str, Any]:
@@ -688,75 +501,30 @@ def _check_evaluation(model: LightningModule, subcommand: str | None) -> None:
         )
 
 
-def _check_training(model: LightningModule, trainer: Trainer) -> None:
+def _check_training(model: LightningModule, trainer: Trainer, model_config: Any) -> None:
     """Refuse, naming the option, what torch or Lightning would only reject later with a traceback (a negative
-    learning rate, ``max_epochs=0``), and what would let one member's training depend on another's.
+    learning rate, ``max_epochs=0``), and what would couple the members of a fit (``members.refuse_coupling``).
 
     Raises:
-        ConfigError: the optimizer's or scheduler's arguments, an empty training, or in a fit of several members
-            an optimizer that is not element-wise, a scheduler or callback that watches one metric, clipping by the
-            global norm, or fp16 loss scaling.
+        ConfigError: the optimizer's or scheduler's arguments, an empty training, or what couples members.
     """
     if trainer.max_epochs == 0 or trainer.max_steps == 0:
         name = "max_epochs" if trainer.max_epochs == 0 else "max_steps"
         raise ConfigError(f"invalid trainer.{name} 0; expected an integer >= 1, or -1 for no limit")
     if not isinstance(model, ActivationMLP):  # another model builds its optimizer itself
         return
-    optimizer = _built("model.optimizer", model.optimizer, [torch.nn.Parameter(torch.zeros(1))])
-    scheduler = _built("model.scheduler", model.scheduler, optimizer) if model.scheduler is not None else None
-    k = model.num_members
-    if k == 1:
-        return
-    name = type(optimizer).__name__
-    if name not in ELEMENTWISE_OPTIMIZERS or type(optimizer).__module__.split(".")[0] != "torch":
-        raise ConfigError(
-            f"invalid model.optimizer {name} for {k} members: its update mixes parameters, coupling the members;"
-            f" choose one of: {', '.join(ELEMENTWISE_OPTIMIZERS)}, or train one member per fit"
-        )
-    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        raise ConfigError(
-            f"invalid model.scheduler ReduceLROnPlateau for {k} members: it watches one metric for all of them;"
-            " use a schedule of the step or epoch (StepLR, CosineAnnealingLR, ...) or train one member per fit"
-        )
-    if trainer.gradient_clip_val and trainer.gradient_clip_algorithm != "value":  # None: Lightning clips by norm
-        raise ConfigError(
-            f"invalid trainer.gradient_clip_val {trainer.gradient_clip_val} for {k} members: clipping by the global"
-            " norm couples them; set --trainer.gradient_clip_algorithm=value, or train one member per fit"
-        )
-    if trainer.precision == "16-mixed":
-        raise ConfigError(
-            f"invalid trainer.precision 16-mixed for {k} members: the loss scaler skips every member's step when one"
-            " overflows; use bf16-mixed or 32, or train one member per fit"
-        )
-    for callback in trainer.callbacks:
-        watched = getattr(callback, "monitor", None) if isinstance(callback, EarlyStopping | ModelCheckpoint) else None
-        if watched:
-            raise ConfigError(
-                f"invalid trainer.callbacks {type(callback).__name__}(monitor={watched!r}) for {k} members: it"
-                " watches one metric for all of them; remove it, or train one member per fit"
-            )
+    parameters = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = built_by_torch("model.optimizer", _class_path(model_config, "optimizer"),
+                               lambda: model.optimizer(parameters))  # fmt: skip
+    scheduler = None
+    if model.scheduler is not None:
+        scheduler = built_by_torch("model.scheduler", _class_path(model_config, "scheduler"),
+                                   lambda: model.scheduler(optimizer))  # fmt: skip
+    refuse_coupling(model.num_members, optimizer, scheduler, trainer)
 
 
-def _config_error(err: BaseException | None) -> BaseException | None:
-    """The ``ConfigError`` (or Lightning's ``MisconfigurationException``) in ``err``'s chain of causes, if any."""
-    while err is not None:
-        if isinstance(err, ConfigError | MisconfigurationException):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _built(option: str, build: Any, argument: Any) -> Any:
-    """``build(argument)``, with torch's refusal of an argument (``Invalid learning rate: -1.0``) as a ConfigError."""
-    try:
-        return build(argument)
-    except ValueError as err:
-        if not type(err).__module__.startswith("lit_activations") and _from_torch(err):
-            raise ConfigError(f"invalid {option}: {err}") from None
-        raise
-
-
-def _from_torch(err: BaseException) -> bool:
-    """Whether ``err`` was raised inside torch itself, not in a user's own class."""
-    frames = traceback.extract_tb(err.__traceback__)
-    return bool(frames) and f"{os.sep}torch{os.sep}" in frames[-1].filename
+def _class_path(model_config: Any, option: str) -> str | None:
+    """The class path of the model's ``option`` (its optimizer, its scheduler) as configured, if it has one."""
+    init_args = model_config.get("init_args") if isinstance(model_config, Namespace) else None
+    value = init_args.get(option) if isinstance(init_args, Namespace) else None
+    return value.get("class_path") if isinstance(value, Namespace) else None

@@ -24,6 +24,11 @@ from lit_activations.errors import ConfigError, check_seed
 from lit_activations.names import member_label, member_name
 
 DEFAULT_RUN_DIR = "{activation}/seed_{seed}"
+# Optimizers whose update of each parameter element depends on that element's gradient history only, so
+# members stacked in one tensor stay independent. LBFGS (a line search over all parameters) and the
+# factored second moments of Adafactor do not.
+ELEMENTWISE_OPTIMIZERS = ("SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta", "Rprop",
+                          "ASGD")  # fmt: skip
 _ENTRY_KEYS = ("name", "args", "seeds")
 
 
@@ -153,3 +158,50 @@ def _entry(entry: str | list[str] | Mapping[str, Any]) -> tuple[Any, Any, list[i
 def _is_name_list(value: object) -> bool:
     """Whether ``value`` is a list of activation names, one per hidden layer."""
     return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def refuse_coupling(members: int, optimizer: Any, scheduler: Any, trainer: Any) -> None:
+    """Refuse, for a fit of several ``members``, what would let one member's training depend on another's.
+
+    Args:
+        members: how many members the fit trains side by side.
+        optimizer, scheduler: what the model's ``configure_optimizers`` will build (``scheduler`` may be ``None``).
+        trainer: the fit's ``lightning.pytorch.Trainer``.
+
+    Raises:
+        ConfigError: an optimizer that is not element-wise, a scheduler or callback that watches one metric,
+            clipping by the global norm, or fp16 loss scaling.
+    """
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # (this module is Lightning-free else)
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+    if members == 1:
+        return
+    name = type(optimizer).__name__
+    if name not in ELEMENTWISE_OPTIMIZERS or type(optimizer).__module__.split(".")[0] != "torch":
+        raise ConfigError(
+            f"invalid model.optimizer {name} for {members} members: its update mixes parameters, coupling the"
+            f" members; choose one of: {', '.join(ELEMENTWISE_OPTIMIZERS)}, or train one member per fit"
+        )
+    if isinstance(scheduler, ReduceLROnPlateau):
+        raise ConfigError(
+            f"invalid model.scheduler ReduceLROnPlateau for {members} members: it watches one metric for all of"
+            " them; use a schedule of the step or epoch (StepLR, CosineAnnealingLR, ...) or train one member per fit"
+        )
+    if trainer.gradient_clip_val and trainer.gradient_clip_algorithm != "value":  # None: Lightning clips by norm
+        raise ConfigError(
+            f"invalid trainer.gradient_clip_val {trainer.gradient_clip_val} for {members} members: clipping by the"
+            " global norm couples them; set --trainer.gradient_clip_algorithm=value, or train one member per fit"
+        )
+    if trainer.precision == "16-mixed":
+        raise ConfigError(
+            f"invalid trainer.precision 16-mixed for {members} members: the loss scaler skips every member's step"
+            " when one overflows; use bf16-mixed or 32, or train one member per fit"
+        )
+    for callback in trainer.callbacks:
+        watched = getattr(callback, "monitor", None) if isinstance(callback, EarlyStopping | ModelCheckpoint) else None
+        if watched:
+            raise ConfigError(
+                f"invalid trainer.callbacks {type(callback).__name__}(monitor={watched!r}) for {members} members:"
+                " it watches one metric for all of them; remove it, or train one member per fit"
+            )

@@ -80,3 +80,28 @@ def layers_name(activation: str | Sequence[str]) -> str:
 def group_name(setting: Mapping[str, Any], activation: str | Sequence[str]) -> str:
     """A study's row and figure panel: the setting and the activation, e.g. ``lr=0.01 relu``."""
     return " ".join(filter(None, [setting_name(setting), layers_name(activation)]))
+
+
+def option(key: str) -> str:
+    """A configuration key as the flag a user types: ``model.init_args.activation`` is ``model.activation``.
+
+    >>> option("data.init_args.noise")
+    'data.noise'
+    """
+    return key.replace(".init_args.", ".")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A configuration's options by their dotted keys: ``{"a": {"b": 1}}`` as ``{"a.b": 1}``; ``init_args``
+    levels are kept in the keys (``option`` drops them).
+
+    >>> flatten({"model": {"hidden_sizes": [5, 5], "output": "logit"}, "seed_everything": 3})
+    {'model.hidden_sizes': [5, 5], 'model.output': 'logit', 'seed_everything': 3}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from contextvars import ContextVar
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -139,7 +140,7 @@ _CONFIG_FILES: ContextVar[tuple[str, ...]] = ContextVar("config_files", default=
 def config_files_in_use(argv: list[str]) -> None:
     """Note the ``--config`` files of the command about to be parsed, for ``TerseArgumentParser``'s errors."""
     files = []
-    for flag, value in zip(argv, [*argv[1:], None], strict=True):
+    for flag, value in pairwise([*argv, None]):
         if flag in ("-c", "--config") and value is not None:
             files.append(value)
         elif flag.startswith("--config="):

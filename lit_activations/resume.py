@@ -1,5 +1,5 @@
 """A run's checkpoints: which one ``--ckpt_path`` means, the run it belongs to, what it was trained with,
-and what may not change when it is resumed or evaluated.
+and what may not change when it is resumed or evaluated; and the configuration such a command runs with.
 
 A resumed fit continues its own run directory with the configuration the run was trained with
 (its ``config.yaml``), so ``fit --ckpt_path PATH`` alone continues exactly where it stopped. Flags
@@ -11,15 +11,21 @@ this one. Those are refused with one line before the run directory is touched. `
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import ArgumentParser, Namespace
+from lightning.pytorch.utilities import rank_zero_only
 
+from lit_activations import lock
 from lit_activations.errors import ConfigError
+from lit_activations.errors.handling import say
+from lit_activations.names import flatten, option
 
 # The model's arguments that the data decide (the CLI links them from the data module).
 DATA_SIZED = ("in_features", "num_classes")
@@ -174,30 +180,6 @@ def refuse_changes(run: Path, saved: Namespace, resumed: Namespace, checkpoint: 
         )
 
 
-def option(key: str) -> str:
-    """A configuration key as the flag a user types: ``model.init_args.activation`` is ``model.activation``.
-
-    >>> option("data.init_args.noise")
-    'data.noise'
-    """
-    return key.replace(".init_args.", ".")
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``; ``init_args`` levels are kept in the keys.
-
-    >>> flatten({"model": {"hidden_sizes": [5, 5], "output": "logit"}, "seed_everything": 3})
-    {'model.hidden_sizes': [5, 5], 'model.output': 'logit', 'seed_everything': 3}
-    """
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _member_entry(member: Mapping[str, Any]) -> dict[str, Any]:
     """A member of a checkpoint's hyperparameters as an entry of ``--members.activations``."""
     entry = {"name": member["activation"], "args": member.get("activation_args")}
@@ -211,3 +193,143 @@ def _trained_without_checkpoints(run: Path) -> bool:
 
 def _last_written(run: Path) -> float:
     return max((p.stat().st_mtime for p in run.rglob("*") if p.is_file()), default=0.0)
+
+
+def with_trained_configuration(argv: list[str], subcommands: tuple[str, ...]) -> list[str]:
+    """``argv`` with what its ``--ckpt_path`` file was trained with read right after the subcommand.
+
+    For ``fit``, the run's ``config.yaml`` (the resumed run's configuration, which the flags then change);
+    for ``validate``, ``test`` and ``predict``, and a checkpoint outside a run, ``trained_configuration``.
+    Unchanged without a checkpoint file on the command line. The CLI reads it before parsing, so that
+    the options of a checkpoint's own model class parse.
+    """
+    at = next((i for i, arg in enumerate(argv) if arg in subcommands), None)
+    values = [b if a == "--ckpt_path" else a.partition("=")[2] for a, b in pairwise([*argv, ""])
+              if a == "--ckpt_path" or a.startswith("--ckpt_path=")]  # fmt: skip
+    if at is None or not values or not Path(values[-1]).is_file():
+        return argv
+    checkpoint = Path(values[-1])
+    run = run_of(checkpoint)
+    if argv[at] == "fit" and run is not None:
+        config = str(run / "config.yaml")
+    elif trained := trained_configuration(checkpoint):
+        config = yaml.safe_dump(trained, sort_keys=False)
+    else:
+        return argv
+    return [*argv[: at + 1], "--config", config, *argv[at + 1 :]]
+
+
+def resume_run(parser: ArgumentParser, argv: list[str], config: Namespace) -> tuple[Namespace, Namespace | None]:
+    """The configuration that continues the fit's checkpoint's run, in its own directory and with its own
+    configuration, and what its ``config.yaml`` keeps recording (``None``: ``config`` is not a resume of a run).
+
+    The run's ``config.yaml`` is read first and the command's flags after it, so a bare ``fit
+    --ckpt_path PATH`` resumes exactly; flags that would change the experiment are refused before
+    anything in the run directory is touched, and so is a run that another process is training.
+    Events the interrupted run wrote after the checkpoint's step are purged from TensorBoard's view.
+    ``last`` is the newest run under the logger's directory that the command's flags can continue (a
+    run that stopped before its first checkpoint starts over in its own directory).
+    A checkpoint outside a run directory continues training in a new one.
+
+    Raises:
+        ConfigError: a change of the experiment, a member's checkpoint, a member's run gone, a run in use.
+    """
+    logger = config.fit.trainer.logger
+    if not (isinstance(logger, Namespace) and logger.class_path.endswith("TensorBoardRunLogger")):
+        return config, None
+    ckpt_path = config.fit.ckpt_path
+    if ckpt_path == "last":
+        runs = resumable_runs(logger.init_args.save_dir, logger.init_args.name)
+        if not runs:
+            say(f"no run under {Path(logger.init_args.save_dir, logger.init_args.name)} to resume: a new run")
+            config.fit.ckpt_path = None
+            return config, None
+        # the newest run that this command can continue; if none can, the newest, whose refusal says why
+        run = next((run for run in runs if not _changes_to(parser, argv, run)), runs[0])
+        checkpoint = last_checkpoint(run)
+    else:
+        checkpoint = checkpoint_file(ckpt_path)
+        run = run_of(checkpoint) if checkpoint is not None else None
+        if run is None:
+            return config, None
+    if checkpoint is not None:
+        refuse_member_checkpoint(checkpoint)
+    saved = parser.parse_args(["fit", "--config", str(run / "config.yaml")]).fit
+    config = parsed_under(parser, argv, "fit", str(run / "config.yaml"))
+    refuse_changes(run, saved, config.fit, checkpoint)
+    if checkpoint is not None:  # (a run that starts over makes its members' directories anew)
+        refuse_missing_members(run, config.fit.trainer.logger.init_args.get("members"))
+    if rank_zero_only.rank == 0:  # (the other ranks of a DDP fit run this too, under rank 0's lock)
+        try:
+            stale = lock.hold(run)
+        except lock.Held as held:
+            raise ConfigError(f"cannot resume {run}: {held.holder} is training it; wait for it to end") from None
+        if stale:
+            say(f"{run} was left by {stale}, which is gone: resuming it")
+    # config.yaml keeps recording the run: what it was trained with, and only the changes the flags asked for
+    record = copy.deepcopy(config.fit)
+    record.trainer.logger, record.ckpt_path = saved.trainer.logger, saved.ckpt_path
+    logger = config.fit.trainer.logger  # pointed at the run: <save_dir>/<name>/<version>
+    logger.init_args.save_dir, logger.init_args.name = str(run.parent.parent), run.parent.name
+    version = run.name.removeprefix("version_")
+    logger.init_args.version = int(version) if version.isdigit() else run.name
+    if checkpoint is None:  # stopped before its first checkpoint: all of its events are hidden
+        say(f"{run} stopped before its first checkpoint: training it again from the start, in place")
+        logger.init_args.purge_step, config.fit.ckpt_path = 0, None
+        return config, record
+    saved_state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    logger.init_args.purge_step = saved_state["global_step"] + 1
+    config.fit.ckpt_path = str(checkpoint)
+    newest = last_checkpoint(run)
+    trained = torch.load(newest, map_location="cpu", weights_only=True)["epoch"] if newest else -1
+    if trained > saved_state["epoch"]:  # (the refusals above came first: nothing was touched yet)
+        done = saved_state["epoch"] + 1
+        say(f"resuming {run} after epoch {done} ({checkpoint.name}), though it has trained {trained + 1}:"
+            f" epochs {done + 1}-{trained + 1} are trained again, their events hidden")  # fmt: skip
+    return config, record
+
+
+def evaluation_configuration(parser: ArgumentParser, argv: list[str], config: Namespace, subcommand: str) -> Namespace:
+    """The configuration that evaluates a checkpoint with the model it was trained with, and its data unless the
+    flags choose other.
+
+    The model, data, members and seed come from the checkpoint's run or from the checkpoint itself
+    (``trained_configuration``), read before the command's flags.
+
+    Raises:
+        ConfigError: not a checkpoint file, or a flag that would give the model another shape or other arguments.
+    """
+    ckpt_path = config[subcommand].ckpt_path
+    checkpoint = checkpoint_file(ckpt_path)
+    if checkpoint is None:
+        raise ConfigError(
+            f"invalid ckpt_path {ckpt_path!r} for {subcommand}; give a checkpoint file, e.g."
+            " logs/relu/version_0/checkpoints/last.ckpt"
+        )
+    trained = trained_configuration(checkpoint)
+    if not trained:
+        return config
+    text = yaml.safe_dump(trained, sort_keys=False)
+    config = parsed_under(parser, argv, subcommand, text)
+    saved = parsed_under(parser, [subcommand], subcommand, text)[subcommand]
+    known = set(flatten(trained))
+    changed = [key for key in changed_options(saved, config[subcommand], ("model.", "members.")) if key in known]
+    if changed:
+        was, now = flatten(saved.as_dict()).get(changed[0]), flatten(config[subcommand].as_dict())[changed[0]]
+        raise ConfigError(
+            f"cannot {subcommand} {checkpoint} with {option(changed[0])}={now!r}: it was trained with {was!r};"
+            " drop the flag (the checkpoint decides the model)"
+        )
+    return config
+
+
+def parsed_under(parser: ArgumentParser, argv: list[str], subcommand: str, config: str) -> Namespace:
+    """``argv`` parsed with ``config`` (a file, or YAML text) read before the command's own arguments."""
+    at = argv.index(subcommand) + 1
+    return parser.parse_args([*argv[:at], "--config", config, *argv[at:]])
+
+
+def _changes_to(parser: ArgumentParser, argv: list[str], run: Path) -> list[str]:
+    """What resuming ``run`` with ``argv`` would change of its experiment (``EXPERIMENT``)."""
+    saved = parser.parse_args(["fit", "--config", str(run / "config.yaml")]).fit
+    return changed_options(saved, parsed_under(parser, argv, "fit", str(run / "config.yaml")).fit)

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from lit_activations.errors import ConfigError
-from lit_activations.names import activation_name, group_name, layers_name, setting_name
+from lit_activations.names import activation_name, flatten, group_name, layers_name, option, setting_name
 
 FINISHED = "finished"  # marker file in a run directory whose fit exited cleanly
 
@@ -90,8 +90,6 @@ def refuse_stale(finished: list[Cell], checked: dict[str, CheckedSetting]) -> No
     Raises:
         ConfigError: naming the first such cell and option.
     """
-    from lit_activations.resume import flatten, option
-
     # where a fit wrote (the study's own choice, by cell) and how fast it ran: not what it trained
     ignored = ("ckpt_path", "threads", "trainer.logger.init_args.version", "trainer.logger.init_args.purge_step",
                "trainer.logger.init_args.save_dir", "trainer.logger.init_args.name")  # fmt: skip
