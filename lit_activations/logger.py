@@ -132,15 +132,16 @@ class _MemberRun(TensorBoardLogger):
 
 
 class _FanOut:
-    """Calls each SummaryWriter method on every member's writer (Lightning and user code may write to the fit's)."""
+    """Calls each SummaryWriter method on every member's writer (Lightning and user code may write to the fit's);
+    what the calls return fans out the same way (``experiment._get_file_writer().add_summary(...)``, as
+    ``TensorBoardLogger.log_hyperparams`` writes)."""
 
     def __init__(self, writers: list[Any]) -> None:
         self._writers = writers
 
     def __getattr__(self, name: str) -> Any:
-        def call(*args: Any, **kwargs: Any) -> None:
-            for writer in self._writers:
-                getattr(writer, name)(*args, **kwargs)
+        def call(*args: Any, **kwargs: Any) -> _FanOut:
+            return _FanOut([getattr(writer, name)(*args, **kwargs) for writer in self._writers])
 
         return call
 

@@ -199,3 +199,13 @@ def test_the_grid_expands_activation_major_with_each_entrys_own_seeds():
     assert expand_members("relu", None, None, None) is None
     assert member_run_dirs(members, "/study/x-{activation}/s{seed}")[2] == "/study/x-elu-alpha=2.0/s7"
     assert member_run_dirs([Member("tanh"), Member("elu")]) == ["tanh", "elu"]  # the fit's own seed: no seed level
+
+
+def test_the_run_logger_of_members_used_directly_writes_hparams_and_metrics_to_every_members_run(tmp_path):
+    """Outside the CLI (``default_hp_metric`` on, as TensorBoardLogger's default): each member's run gets both."""
+    logger = TensorBoardRunLogger(tmp_path, name="fit", members=["a", "b"])
+    logger.log_hyperparams({"lr": 0.1})
+    logger.log_metrics({"x": 2.0}, step=3)
+    logger.finalize("success")
+    for member in ("a", "b"):
+        assert read_scalars(tmp_path / "fit" / "version_0" / member) == {"hp_metric": [(0, -1.0)], "x": [(3, 2.0)]}
