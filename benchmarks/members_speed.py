@@ -10,7 +10,9 @@ Parts (``--part``, default all but ``gpu``):
   30 s and at most 0.5x the loops. ``--per-cell`` also runs ``compare --vectorize=false`` and compares the tables.
 - ``side_by_side``: one tutorial fit alone against two started together (two terminals), with the template's
   default of one thread and with torch's default of a thread per core. Target: at most 1.3x.
-- ``gpu`` (needs CUDA): member-steps per second of 1,000 members against one, and peak memory of 30 and 1,000.
+- ``gpu`` (needs CUDA): ``benchmarks/gpu_check.py``, its options after ``--part gpu``: member-steps per second and
+  peak memory of 1, 30, 1,000 and 10,000 members, the study of 30 and 600 members on the GPU, and members against
+  their single fits there (``--part gpu --smoke`` runs the same code on CPU with tiny sizes).
 
 Run:  python benchmarks/members_speed.py [--epochs 300] [--part step|study|side_by_side|gpu]
 """
@@ -145,43 +147,6 @@ def side_by_side(epochs: int, repeats: int) -> None:
               f" {statistics.median(pair):.1f} s; ratio {ratio:.2f}{target}", flush=True)  # fmt: skip
 
 
-def gpu(epochs: int) -> None:
-    import torch
-    from lightning.pytorch import Callback
-
-    from lit_activations.cli import cli_main
-
-    if not torch.cuda.is_available():
-        print("gpu: needs CUDA; not measured")
-        return
-
-    class Timer(Callback):
-        def on_train_epoch_start(self, trainer, pl_module):
-            if trainer.current_epoch == 1:
-                torch.cuda.synchronize()
-                self.start, self.steps = time.perf_counter(), trainer.global_step
-
-        def on_train_end(self, trainer, pl_module):
-            torch.cuda.synchronize()
-            self.per_step = (time.perf_counter() - self.start) / (trainer.global_step - self.steps)
-
-    results = {}
-    for members in (1, 30, 1000):
-        torch.cuda.reset_peak_memory_stats()
-        timer = Timer()
-        seeds = [] if members == 1 else [f"--members.seeds=[{','.join(map(str, range(members // 5)))}]"]
-        acts = [] if members == 1 else ["--members.activations=[sigmoid,tanh,relu,leaky_relu,elu]"]
-        with tempfile.TemporaryDirectory() as logs:
-            args = ["fit", "--config", TUTORIAL, "--config", str(REPO / "configs" / "gpu.yaml"), "--trainer.devices=1",
-                    f"--trainer.max_epochs={epochs}", *QUIET, *acts, *seeds, "--summary=null"]  # fmt: skip
-            cli_main([*args, f"--trainer.logger.init_args.save_dir={logs}"], trainer_defaults={"callbacks": [timer]})
-        results[members] = (timer.per_step, torch.cuda.max_memory_allocated() / 2**20)
-        print(f"gpu: {members} members: {timer.per_step * 1e3:.2f} ms per step, {members / timer.per_step:.0f}"
-              f" member-steps/s, peak memory {results[members][1]:.0f} MiB", flush=True)  # fmt: skip
-    speedup = (1000 / results[1000][0]) / (1 / results[1][0])
-    print(f"gpu: 1,000 members give {speedup:.0f}x the member-steps per second of one (target >= 100)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=300)
@@ -189,7 +154,11 @@ def main() -> None:
     parser.add_argument("--part", choices=["step", "study", "side_by_side", "gpu", "_loops"])
     parser.add_argument("--per-cell", action="store_true", help="also run compare --vectorize=false (5 minutes)")
     parser.add_argument("--activations", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
+    if args.part == "gpu":  # all of it in gpu_check.py, which takes the other options
+        os.execv(sys.executable, [sys.executable, str(Path(__file__).with_name("gpu_check.py")), *rest])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     sys.argv = sys.argv[:1]  # in-process fits get their arguments from cli_main's list
     print(f"{os.cpu_count()} cores, {args.epochs} epochs", flush=True)
     if args.part == "_loops":
@@ -201,8 +170,6 @@ def main() -> None:
         side_by_side(min(args.epochs, 60), args.repeats)
     if args.part in (None, "study"):
         study(args.epochs, args.per_cell)
-    if args.part == "gpu":
-        gpu(min(args.epochs, 20))
 
 
 if __name__ == "__main__":
