@@ -41,6 +41,9 @@ STUDIES: dict[str, list[str]] = {
     "depth_vanishing": ["--config", "configs/experiments/depth_vanishing.yaml", "--activations", "sigmoid,relu",
                         "--seeds", "0,1,2", "--grid", f"model.hidden_sizes=[[16, 16], [{', '.join(['16'] * 8)}]]"],
     "elu_means": ["--config", "configs/experiments/elu_means.yaml", "--activations", "elu,relu", "--seeds", "0,1,2"],
+    "critical_depth": ["--config", "configs/experiments/critical_depth.yaml", "--activations", "sigmoid,tanh",
+                       "--seeds", "0,1,2", "--grid", "model.init=[critical, default]", "--grid",
+                       f"model.hidden_sizes=[[{', '.join(['16'] * 8)}], [{', '.join(['16'] * 16)}]]"],
     "digits": ["--config", "configs/experiments/digits.yaml",
                "--activations", "sigmoid,tanh,relu,relu6,leaky_relu,identity", "--seeds", "0,1,2"],
 }  # fmt: skip
@@ -80,6 +83,10 @@ STATISTICS: dict[str, dict[str, Callable[[Scalars], float]]] = {
     "depth_vanishing": {"vanishing_ratio": lambda s: final(s, "vanishing_ratio/epoch")},
     "elu_means": {"|activation_mean| over layers": lambda s: hidden(s, "activation_mean", lambda v: statistics.fmean(
         map(abs, v)))},
+    "critical_depth": {"val/acc": lambda s: final(s, "val/acc"),
+                       "vanishing_ratio at epoch 1": lambda s: first(s, "vanishing_ratio/epoch"),
+                       "predicted at the start": lambda s: first(s, "theory/vanishing_ratio"),
+                       "at the end": lambda s: final(s, "vanishing_ratio/epoch")},
     "digits": {"val/acc": lambda s: final(s, "val/acc"), "vanishing_ratio": lambda s: final(s, "vanishing_ratio/epoch"),
                "saturation": lambda s: hidden(s, "saturation")},
 }  # fmt: skip

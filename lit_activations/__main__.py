@@ -1,4 +1,5 @@
-"""``python -m lit_activations`` and ``lit-activations``: ``compare`` runs the study, the rest is LightningCLI."""
+"""``python -m lit_activations`` and ``lit-activations``: ``compare`` runs the study, ``theory`` predicts a
+configuration, the rest (fit, validate, test, predict) is LightningCLI."""
 
 import sys
 
@@ -9,6 +10,10 @@ def main() -> None:
         from lit_activations.study.command import compare_main
 
         sys.exit(compare_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["theory"]:
+        from lit_activations.theory_command import theory_main
+
+        sys.exit(theory_main(sys.argv[2:]))
     from lit_activations.cli import cli_main
 
     cli_main()

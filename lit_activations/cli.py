@@ -35,6 +35,7 @@ from lit_activations.parser import TerseArgumentParser, config_files_in_use
 from lit_activations.predictions import PredictionWriter
 from lit_activations.resume import evaluation_configuration, resume_run, with_trained_configuration
 from lit_activations.run_summary import RunSummary
+from lit_activations.signal_theory import SignalTheory
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run: noise, not the user's concern.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
@@ -112,6 +113,7 @@ class ActivationCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(PeriodicCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ActivationMonitor, "monitor", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(SignalTheory, "theory", subclass_mode=True, required=False)
         parser.add_lightning_class_args(DivergenceGuard, "guard", subclass_mode=True, required=False)
         parser.add_lightning_class_args(RunSummary, "summary", subclass_mode=True, required=False)
         parser.add_lightning_class_args(PredictionWriter, "predictions", subclass_mode=True, required=False)
@@ -347,7 +349,7 @@ def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:
     """
     threading.excepthook = quiet_about_the_disk
     with one_line_endings():
-        return _run_cli(args, **cli_kwargs)
+        return run_cli(args, **cli_kwargs)
 
 
 def check_fit(args: list[str], members: list[str]) -> dict[str, Any]:
@@ -361,11 +363,11 @@ def check_fit(args: list[str], members: list[str]) -> dict[str, Any]:
     Raises:
         ConfigError: ``--members.activations`` among ``members`` for a model without members.
     """
-    cli = _run_cli(args, run=False)
+    cli = run_cli(args, run=False)
     model = cli.model
     takes_members = isinstance(model, ActivationMLP)
     if takes_members:
-        _run_cli([*args, *members], run=False)
+        run_cli([*args, *members], run=False)
     elif any(flag.startswith("--members.activations") for flag in members):
         raise ConfigError(
             f"invalid --activations for {type(model).__name__}: the activations of members are ActivationMLP's;"
@@ -379,7 +381,7 @@ def check_fit(args: list[str], members: list[str]) -> dict[str, Any]:
     }
 
 
-def _run_cli(args: ArgsType, run: bool = True, **cli_kwargs: Any) -> ActivationCLI:
+def run_cli(args: ArgsType, run: bool = True, **cli_kwargs: Any) -> ActivationCLI:
     """The CLI; ``run=False`` parses ``args`` (no subcommand) and builds the classes without running anything."""
     fit_defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
     evaluation_defaults = {"default_config_files": [str(DEFAULT_CONFIG), str(EVALUATION_CONFIG)]}

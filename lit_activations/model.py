@@ -14,7 +14,7 @@ from lit_activations.heads import HEADS
 from lit_activations.logger import log_member_scalars
 from lit_activations.members import Member
 from lit_activations.metrics import MemberMean
-from lit_activations.networks import WEIGHT_INITS, layer_activations, member_networks
+from lit_activations.networks import INITS, layer_activations, member_networks
 from lit_activations.stacked import MemberActivation, stack_networks
 
 
@@ -59,6 +59,8 @@ class ActivationMLP(LightningModule):
         init: weight initialisation of every linear layer: ``default`` keeps PyTorch's,
             ``xavier`` (uniform), ``kaiming`` (normal, ReLU gain), ``lecun_normal`` (N(0, 1/fan_in));
             non-default inits zero the biases. ``auto`` picks the activation's recommended one.
+            ``critical`` draws W ~ N(0, σ_w²/fan_in) and b ~ N(0, σ_b²) at the activation's edge of chaos
+            (``lit_activations.theory.critical_point``), each layer for the activation after it.
         output: for two classes, ``logit`` trains one raw output with ``BCEWithLogitsLoss``
             (numerically stable) and ``sigmoid`` puts it through a sigmoid and trains with ``BCELoss``,
             as the tutorial does; for any number of classes, ``softmax`` trains one logit per class
@@ -78,7 +80,7 @@ class ActivationMLP(LightningModule):
         activation: str | list[str] = "relu",
         activation_args: dict[str, Any] | list[dict[str, Any] | None] | None = None,
         hidden_sizes: Sequence[int] = (5, 5, 5, 5),
-        init: Literal["auto", "default", "xavier", "kaiming", "lecun_normal"] = "default",
+        init: Literal["auto", "default", "xavier", "kaiming", "lecun_normal", "critical"] = "default",
         output: Literal["logit", "sigmoid", "softmax"] = "logit",
         in_features: int = 2,
         num_classes: int = 2,
@@ -98,8 +100,8 @@ class ActivationMLP(LightningModule):
                 f"invalid model.output {output!r} for data of {num_classes} classes; expected softmax"
                 " (logit and sigmoid are one output for two classes)"
             )
-        if init != "auto" and init not in WEIGHT_INITS:
-            raise ConfigError(f"invalid model.init {init!r}; expected one of: auto, {', '.join(WEIGHT_INITS)}")
+        if init not in INITS:
+            raise ConfigError(f"invalid model.init {init!r}; expected one of: {', '.join(INITS)}")
         self.members = [Member(**m) for m in members] if members else [Member(activation, activation_args)]
         for member in self.members:
             layer_activations(member, len(hidden_sizes))  # fails early: an unknown name, a list of another length

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lit_activations import theory
 from lit_activations.activations import InitName, create_activation, get_activation
 from lit_activations.errors import ConfigError
 from lit_activations.members import Member
@@ -27,6 +28,10 @@ WEIGHT_INITS: dict[InitName, Callable[[torch.Tensor], Any] | None] = {
     "kaiming": partial(nn.init.kaiming_normal_, nonlinearity="relu"),
     "lecun_normal": partial(nn.init.kaiming_normal_, nonlinearity="linear"),  # std = 1/sqrt(fan_in)
 }
+# On the edge of chaos of each layer's activation: W ~ N(0, σ_w²/fan_in), b ~ N(0, σ_b²) at
+# ``theory.critical_point``'s (σ_w², σ_b²), where a layer keeps the back-propagated signal's size (χ₁ = 1).
+CRITICAL = "critical"
+INITS = ("auto", *WEIGHT_INITS, CRITICAL)  # every value of --model.init
 
 
 def member_networks(
@@ -54,7 +59,11 @@ def network(member: Member, in_features: int, hidden_sizes: list[int], out_featu
 
     Each hidden layer gets an activation instance of its own (a learnable one, PReLU, learns a parameter
     per layer). With ``init=auto`` each linear layer gets the recommended init of the activation after
-    it, and the output layer that of the last hidden layer.
+    it, and the output layer that of the last hidden layer; so with ``init=critical``, whose variances
+    are those of the activation's critical point.
+
+    Raises:
+        ConfigError: ``init=critical`` for an activation that has no critical point.
     """
     layers: list[nn.Module] = []
     inits: list[str] = []
@@ -66,9 +75,38 @@ def network(member: Member, in_features: int, hidden_sizes: list[int], out_featu
     layers.append(nn.Linear(hidden_sizes[-1], out_features))
     inits.append(inits[-1])
     net = nn.Sequential(*layers)
-    for linear, layer_init in zip((m for m in net if isinstance(m, nn.Linear)), inits, strict=True):
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    if init == CRITICAL:
+        points = [critical_variances(name, args) for name, args in layer_activations(member, len(hidden_sizes))]
+        for linear, (sw2, sb2) in zip(linears, [*points, points[-1]], strict=True):
+            nn.init.normal_(linear.weight, std=(sw2 / linear.in_features) ** 0.5)
+            nn.init.normal_(linear.bias, std=sb2**0.5)
+        return net
+    for linear, layer_init in zip(linears, inits, strict=True):
         initialize(linear, layer_init)
     return net
+
+
+_CRITICAL_POINTS: dict[str, tuple[float, float]] = {}  # by activation and arguments: each is a root search
+
+
+def critical_variances(name: str, args: dict[str, Any] | None) -> tuple[float, float]:
+    """(σ_w², σ_b²) of the activation's critical point (``theory.critical_point``).
+
+    Raises:
+        ConfigError: the activation has none.
+    """
+    key = f"{name} {sorted((args or {}).items())}"
+    if key not in _CRITICAL_POINTS:
+        point = theory.critical_point(create_activation(name, **(args or {})))
+        if point is None:
+            raise ConfigError(
+                f"invalid model.init critical for activation {name!r}: no weight and bias variances keep its"
+                " back-propagated signal level (χ₁ = 1); choose another init: auto, default, xavier, kaiming,"
+                " lecun_normal"
+            )
+        _CRITICAL_POINTS[key] = point
+    return _CRITICAL_POINTS[key]
 
 
 def layer_activations(member: Member, depth: int) -> list[tuple[str, dict[str, Any] | None]]:

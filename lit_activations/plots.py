@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -138,3 +139,38 @@ def _band(axes, values: np.ndarray, label: str) -> None:
     epochs = np.arange(values.shape[1])
     line = axes.plot(epochs, values.mean(0), label=label)[0]
     axes.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.25, linewidth=0)
+
+
+@dataclass(frozen=True)
+class PhasePanel:
+    """What ``phase_diagram`` draws for one activation: χ₁ at the fixed point over a (σ_b², σ_w²) grid, and
+    labelled (σ_w², σ_b²) points."""
+
+    activation: str
+    sw2: np.ndarray  # (columns,)
+    sb2: np.ndarray  # (rows,)
+    chi1: np.ndarray  # (rows, columns)
+    points: Mapping[str, tuple[float, float]]
+
+
+def phase_diagram(panels: Sequence[PhasePanel]) -> Figure:
+    """One panel per activation over the (σ_w², σ_b²) plane: the gradients' depth scale 1/|ln χ₁| as colour, the
+    critical line χ₁ = 1 between the ordered and the chaotic phase, and the configuration's layers as points."""
+    figure = Figure(figsize=(4.2 * len(panels), 3.6), dpi=90)
+    for axes, panel in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels, strict=True):
+        depth = np.log10(np.clip(1.0 / np.abs(np.log(panel.chi1)), 1e-2, 1e4))
+        mesh = axes.pcolormesh(panel.sw2, panel.sb2, depth, shading="auto", cmap="viridis")
+        figure.colorbar(mesh, ax=axes, label="log10 depth scale 1/|ln χ₁| (layers)")
+        if np.nanmin(panel.chi1) < 1 < np.nanmax(panel.chi1):
+            axes.contour(panel.sw2, panel.sb2, panel.chi1, levels=[1.0], colors="white", linewidths=1.5)
+        labels = list(panel.points)
+        shown = set(labels) if len(labels) <= 6 else {labels[0], labels[-1]}  # many layers: the first and the last
+        for label, (sw2, sb2) in panel.points.items():
+            axes.plot(sw2, sb2, marker="o", markersize=6, markeredgecolor="black", color="red", linestyle="none")
+            if label in shown:
+                axes.annotate(label, (sw2, sb2), textcoords="offset points", xytext=(5, 5), fontsize="small",
+                              color="white")  # fmt: skip
+        axes.set(title=f"{panel.activation}: χ₁ = 1 (white) between order and chaos", xlabel="σ_w²", ylabel="σ_b²")
+        axes.title.set_fontsize("small")
+    figure.tight_layout()
+    return figure

@@ -64,8 +64,11 @@ def local_slopes(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """
     with torch.inference_mode(False), torch.enable_grad():
         z = z.detach().clone().requires_grad_(True)
-        (slope,) = torch.autograd.grad(activation.forward(z).sum(), z)
-    return slope
+        out = activation.forward(z)
+        if not out.requires_grad:  # a step, say: nothing in it depends on z smoothly, its slope is 0 everywhere
+            return torch.zeros_like(z).detach()
+        (slope,) = torch.autograd.grad(out.sum(), z, allow_unused=True)
+    return torch.zeros_like(z).detach() if slope is None else slope
 
 
 def is_elementwise(module: nn.Module, z: torch.Tensor, output: torch.Tensor) -> bool:

@@ -6,6 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# Each pytest worker shares the cores with the others: torch's default of a thread per core in every worker made
+# small tensor ops wait on each other (tests/test_theory.py took 90-235 s instead of 11 s on 2 cores).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
