@@ -8,6 +8,7 @@ other dimension after the members counting as samples.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -99,7 +100,9 @@ def max_slopes(
     >>> max_slopes(nn.Sigmoid(), n_units=1)
     tensor([0.2500])
     """
-    grid = torch.linspace(-span, span, points).unsqueeze(1).expand(points, n_units)
+    state = next(itertools.chain(activation.parameters(), activation.buffers()), None)  # where it computes
+    device = state.device if state is not None else None
+    grid = torch.linspace(-span, span, points, device=device).unsqueeze(1).expand(points, n_units)
     if num_members is not None:
         grid = grid.expand(num_members, points, n_units)
     slopes = local_slopes(activation, grid).abs()

@@ -107,7 +107,8 @@ class Elementwise:
     """
 
     def __init__(self, phi: ActivationLike) -> None:
-        self.original = phi if isinstance(phi, nn.Module) else _FunctionModule(phi)
+        # on the CPU, where the theory's nodes are (a fit's PReLU holds its slope on the GPU)
+        self.original = copy.deepcopy(phi).cpu() if isinstance(phi, nn.Module) else _FunctionModule(phi)
         self.module, self.dtype = self._float64_copy(self.original)
         self.kinks = self._find_kinks(KINK_CANDIDATES)
         self._sup_slope: float | None = None
