@@ -100,10 +100,12 @@ class SignalTheory(Callback):
     the README's "What theory predicts" for the tags and what they mean.
 
     Args:
-        every_n_epochs: predict on every n-th of the monitor's epochs (each costs a few ms a member).
+        every_n_epochs: predict on every n-th of the monitor's epochs: each prediction costs about 7 ms a
+            member on a CPU core, a tutorial epoch 40 ms (``benchmarks/theory_cost.py``); the start of
+            training is always predicted.
     """
 
-    def __init__(self, every_n_epochs: int = 1) -> None:
+    def __init__(self, every_n_epochs: int = 10) -> None:
         if every_n_epochs < 1:
             raise ConfigError(f"invalid theory every_n_epochs {every_n_epochs!r}; expected an integer >= 1")
         self.every_n_epochs = every_n_epochs
