@@ -100,9 +100,9 @@ class SignalTheory(Callback):
     the README's "What theory predicts" for the tags and what they mean.
 
     Args:
-        every_n_epochs: predict on every n-th of the monitor's epochs: each prediction costs about 7 ms a
-            member on a CPU core, a tutorial epoch 40 ms (``benchmarks/theory_cost.py``); the start of
-            training is always predicted.
+        every_n_epochs: predict on every n-th of the monitor's epochs: a prediction costs about 7 ms a network,
+            9 ms a group of members that share an activation, on a CPU core, against 40 ms for a tutorial epoch
+            (``benchmarks/theory_cost.py``); the start of training is always predicted.
     """
 
     def __init__(self, every_n_epochs: int = 10) -> None:
@@ -178,14 +178,11 @@ class SignalTheory(Callback):
         """Each member's tags and predicted values from its weights as they are now."""
         assert self._chain is not None and self._inputs is not None
         moment, correlation, batch_size = self._inputs
-        rows = []
-        for k in range(self._chain.num_members):
-            prediction = theory.predict(
-                self._chain.layers(k, self._wrap), moment, correlation, batch_size, self._epsilon, self._probe_samples,
-                rule=theory.FIT_RULE, fixed_points=False,
-            )  # fmt: skip
-            rows.append(tags_of(prediction, [name for name, _ in self._chain.activations]))
-        return rows
+        networks = [self._chain.layers(k, self._wrap) for k in range(self._chain.num_members)]
+        predictions = theory.predict_members(
+            networks, moment, correlation, batch_size, self._epsilon, self._probe_samples, rule=theory.FIT_RULE
+        )  # members that share their activations are predicted together
+        return [tags_of(prediction, [name for name, _ in self._chain.activations]) for prediction in predictions]
 
     def _wrap(self, module: nn.Module) -> theory.Elementwise:
         """The activation for the theory: wrapped once if it has no parameters, else as its parameters are now."""

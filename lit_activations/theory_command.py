@@ -51,7 +51,7 @@ def theory_main(argv: list[str]) -> int:
     labels = [m.label for m in cli.model.members] if hasattr(cli.model, "members") else [type(cli.model).__name__]
     with torch.no_grad():
         for k, label in enumerate(labels):
-            prediction = theory.predict(chain.layers(k), moment, correlation, len(x))
+            prediction = theory.predict(chain.layers(k), moment, correlation, len(x), rule=theory.FIT_RULE)
             print(table(chain, k, prediction, label if len(labels) > 1 else ""))
     try:
         args.figure.parent.mkdir(parents=True, exist_ok=True)

@@ -41,11 +41,9 @@ def test_the_theory_tags_of_a_fit_are_the_theory_of_its_initial_weights_and_firs
     activations = [name for name, _ in chain.activations]
     assert activations == ["net.1", "net.3"]
     for k, run in enumerate(logger.member_dirs):
-        expected = tags_of(
-            theory.predict(chain.layers(k), moment, correlation, len(x), 0.05, len(cli.datamodule._splits["val"]),
-                           rule=theory.FIT_RULE, fixed_points=False),  # fmt: skip
-            activations,
-        )
+        probe = len(cli.datamodule._splits["val"])
+        prediction = theory.predict(chain.layers(k), moment, correlation, len(x), 0.05, probe, rule=theory.FIT_RULE)
+        expected = tags_of(prediction, activations)
         scalars = read_scalars(run)
         logged = {tag: values[0] for tag, values in scalars.items() if tag.startswith("theory/")}
         assert set(logged) == set(expected) and {step for step, _ in logged.values()} == {0}
