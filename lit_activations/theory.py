@@ -761,7 +761,7 @@ def predict(
         epsilon, probe_samples: the monitor's ε and its probe set's size (dead units).
         output_delta_correlation: E[δ_b δ_b']/E[δ²] at the output; None: ``bce_delta_correlation`` (one
             logit, BCE with logits, balanced classes).
-        rule: the quadrature (default ``GAUSSIAN``; ``FIT_RULE`` is coarser and 100x faster).
+        rule: the quadrature (default ``GAUSSIAN``; ``FIT_RULE`` is coarser and about 20x faster).
         fixed_points: also q*, c*, χ₁*, ξ_q, ξ_c and the phase (iterations: the slowest part); else NaN and
             ``"not computed"``.
 
