@@ -49,7 +49,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         name: str | None = "lightning_logs",
         version: int | str | None = None,
         purge_step: int | None = None,
-        members: Sequence[str] | None = None,
+        members: Any = None,  # a list of str: typed Any for the parser (see ActivationMLP's members)
         **kwargs: Any,
     ) -> None:
         if purge_step is not None:
