@@ -17,6 +17,9 @@ from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from typing_extensions import override
 
 from lit_activations import lock
+from lit_activations.event_crc import use_compiled_crc
+
+use_compiled_crc()  # every run's event file: its checksums in C, not in TensorBoard's pure Python
 
 
 class TensorBoardRunLogger(TensorBoardLogger):
