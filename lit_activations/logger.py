@@ -17,9 +17,9 @@ from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from typing_extensions import override
 
 from lit_activations import lock
-from lit_activations.event_crc import use_compiled_crc
+from lit_activations.event_files import use_fast_writing
 
-use_compiled_crc()  # every run's event file: its checksums in C, not in TensorBoard's pure Python
+use_fast_writing()  # every run's event file: checksums in C, records written without a thread per file
 
 
 class TensorBoardRunLogger(TensorBoardLogger):
