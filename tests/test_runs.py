@@ -15,7 +15,7 @@ from test_lock import HOLD_IN_ANOTHER_PROCESS
 
 from lit_activations.events import read_scalars
 
-from runs import QUIET, REPO, fit
+from runs import QUIET, REPO, assert_same_curves, fit
 
 SMALL = ("--data.n_samples=200", "--model.activation=tanh")  # 160 training points: 5 steps per epoch
 
@@ -41,9 +41,7 @@ def test_resume_from_last_continues_the_same_run_with_the_same_metrics(tmp_path)
     assert run_dirs(tmp_path) == ["version_0", "version_1"]
     resumed_scalars = read_scalars(first_half)
     # the first half's own final/ entries stay at its last step; the resumed run's come after them
-    assert {t: v for t, v in resumed_scalars.items() if not t.startswith("final/")} == {
-        t: v for t, v in uninterrupted.items() if not t.startswith("final/")
-    }
+    assert_same_curves(resumed_scalars, uninterrupted)
     assert resumed_scalars["final/val_acc"][-1] == uninterrupted["final/val_acc"][-1]
 
 
@@ -129,10 +127,7 @@ def test_a_bare_resume_continues_the_run_with_its_own_configuration(stopped_run,
     hp = resumed.model.hparams
     assert (hp.activation, hp.hidden_sizes, resumed.datamodule.hparams.noise) == ("tanh", [4, 4], 0.2)
     uninterrupted = fit(*args, "--trainer.max_epochs=4", f"--trainer.logger.init_args.save_dir={tmp_path / 'u'}")
-    ours, theirs = read_scalars(copy), read_scalars(uninterrupted.trainer.logger.log_dir)
-    assert {t: v for t, v in ours.items() if not t.startswith("final/")} == {
-        t: v for t, v in theirs.items() if not t.startswith("final/")
-    }
+    assert_same_curves(read_scalars(copy), read_scalars(uninterrupted.trainer.logger.log_dir))
     assert yaml.safe_load((copy / "config.yaml").read_text())["trainer"]["max_epochs"] == 4
 
 
@@ -236,10 +231,7 @@ def test_runs_killed_at_any_moment_resume_to_what_an_uninterrupted_fit_logs(tmp_
     assert {path: path.read_text() for path in fit_dir.rglob("config.yaml")} == records
     uninterrupted = fit(*command, f"--trainer.logger.init_args.save_dir={tmp_path / 'once'}")
     for run, reference in zip(members, uninterrupted.trainer.logger.member_dirs, strict=True):
-        ours, theirs = read_scalars(run), read_scalars(reference)
-        assert {t: v for t, v in ours.items() if not t.startswith("final/")} == {
-            t: v for t, v in theirs.items() if not t.startswith("final/")
-        }
+        assert_same_curves(read_scalars(run), read_scalars(reference))
 
 
 def test_last_resumes_the_newest_run_that_the_command_can_continue(tmp_path, capsys):
@@ -301,9 +293,7 @@ def test_a_run_resumes_from_any_directory_and_when_copied_with_its_own_last_chec
         ]  # fmt: skip  (no last-v1.ckpt)
         assert torch.load(directory / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 5
         ours = read_scalars(directory)
-        assert {t: v for t, v in ours.items() if not t.startswith("final/")} == {
-            t: v for t, v in uninterrupted.items() if not t.startswith("final/")
-        }
+        assert_same_curves(ours, uninterrupted)
 
 
 def test_resuming_from_an_older_checkpoint_says_what_is_trained_again(tmp_path, capsys):
