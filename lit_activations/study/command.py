@@ -32,7 +32,7 @@ from lit_activations.study.local import LocalLauncher, process_context
 from lit_activations.study.report import write_report
 
 # What the fork server imports besides a fit's modules: the targets of the study's own processes.
-_PRELOAD = ["lit_activations.study.checks", "lit_activations.study.report", "lit_activations.events"]
+_PRELOAD = ["lit_activations.study.checks", "lit_activations.study.report"]
 
 
 @dataclass
@@ -186,7 +186,7 @@ def run(study: Study) -> None:
 
 def report(study: Study) -> None:
     """The table, the CSV and the figure of the study's runs (``lit_activations.study.report``)."""
-    write_report(study.cells, study.directory, study.context)
+    write_report(study.cells, study.directory)
 
 
 def _check_ray(address: str | None) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import math
-import multiprocessing
-import os
 import re
 import statistics
 from pathlib import Path
 
 import numpy as np
 
+from lit_activations.events import read_scalars
 from lit_activations.names import layers_name, setting_name
 from lit_activations.study.cells import Cell
 
@@ -25,9 +24,9 @@ COLUMNS = ("setting", "activation", "runs", "failed", "val_acc_mean", "val_acc_s
            "seeds_reaching_90", "vanishing_ratio", "saturation", "dead_units", "error")  # fmt: skip
 
 
-def write_report(cells: list[Cell], study_dir: Path, context: multiprocessing.context.BaseContext) -> None:
+def write_report(cells: list[Cell], study_dir: Path) -> None:
     """Read the finished cells' runs back and write ``results.md``, ``results.csv`` and ``comparison.png``."""
-    read_runs([cell for cell in cells if not cell.error], context)
+    read_runs([cell for cell in cells if not cell.error])
     study_dir.mkdir(parents=True, exist_ok=True)  # even if no fit got as far as its run directory
     groups = list(dict.fromkeys(cell.group for cell in cells))
     rows = [summarise([c for c in cells if c.group == group]) for group in groups]
@@ -51,18 +50,11 @@ def write_report(cells: list[Cell], study_dir: Path, context: multiprocessing.co
           f" to look at the runs: tensorboard --logdir {study_dir}", flush=True)  # fmt: skip
 
 
-def read_runs(cells: list[Cell], context: multiprocessing.context.BaseContext) -> None:
-    """Each cell's scalars (``Cell.scalars``), read once for the table and the figure, on every core (0.3 s a run)."""
-    with context.Pool(min(os.cpu_count() or 1, max(1, len(cells)))) as pool:
-        for cell, scalars in zip(cells, pool.map(_read_run, [c.directory for c in cells]), strict=True):
-            cell.scalars = scalars
-
-
-def _read_run(directory: Path) -> dict[str, list[tuple[int, float]]]:
-    """``lit_activations.events.read_scalars``, imported in the process that reads (TensorBoard: 1 s), not here."""
-    from lit_activations.events import read_scalars
-
-    return read_scalars(directory)
+def read_runs(cells: list[Cell]) -> None:
+    """Each cell's scalars (``Cell.scalars``), read once for the table and the figure, in this process: 20 ms a
+    tutorial run (``benchmarks/read_runs.py``), less than a pool of processes would take to start."""
+    for cell in cells:
+        cell.scalars = read_scalars(cell.directory)
 
 
 def summarise(cells: list[Cell]) -> dict[str, object]:
