@@ -44,19 +44,27 @@ def test_the_same_checksum_as_tensorboards_for_any_bytes() -> None:
     assert masked_crc32c(bytearray(b"abc")) == _pure_python_masked_crc(b"abc")
 
 
-def test_records_are_in_the_file_as_soon_as_logged_with_no_thread_and_read_back(tmp_path: Path) -> None:
+def test_records_reach_the_file_within_a_second_or_at_a_flush_with_no_thread(tmp_path: Path, monkeypatch) -> None:
     assert record_writer.masked_crc32c is masked_crc32c and pywrap_tensorflow.masked_crc32c is masked_crc32c
     assert event_file_writer._AsyncWriter is SynchronousWriter
     threads = threading.active_count()
     writer = SummaryWriter(tmp_path)
     assert threading.active_count() == threads  # TensorBoard's own starts a writer thread per file
     (path,) = tmp_path.glob("events.out.tfevents.*")
-    for step in range(5):
+    writer.add_scalar("loss", 0.0, 0)
+    writer.add_histogram("weights", torch.arange(50) * 0.1, 0)
+    assert len(_records(path)) == 1  # the file-version record, which EventFileWriter flushes; the others wait
+    writer.flush()
+    assert len(_records(path)) == 3  # the file-version record, the scalar and the histogram
+    monkeypatch.setattr(SynchronousWriter, "WRITE_OUT_SECS", 0.0)  # as if a second had passed since each record
+    for step in range(1, 5):
         writer.add_scalar("loss", step * 0.5, step)
         writer.add_histogram("weights", torch.arange(50) * 0.1, step)
-        assert len(_records(path)) == 1 + 2 * (step + 1)  # no flush: the file-version record and each summary
+        assert len(_records(path)) == 1 + 2 * (step + 1)
+    monkeypatch.undo()
+    writer.add_scalar("loss", 5.0, 5)
     writer.close()
     events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})  # keep every one
     events.Reload()
-    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(s, s * 0.5) for s in range(5)]
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(s, s * 0.5) for s in range(5)] + [(5, 5.0)]
     assert [e.histogram_value.num for e in events.Histograms("weights")] == [50] * 5
