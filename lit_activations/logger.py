@@ -99,6 +99,16 @@ class TensorBoardRunLogger(TensorBoardLogger):
 
     @override
     @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Write out every run's waiting records (``event_files.SynchronousWriter``): a resume from this checkpoint
+        hides what its runs logged after it, and must find everything logged before it."""
+        super().after_save_checkpoint(checkpoint_callback)
+        for run in self.member_runs:
+            if run._experiment is not None:
+                run.experiment.flush()
+
+    @override
+    @rank_zero_only
     def finalize(self, status: str) -> None:
         super().finalize(status)
         for run in self._member_runs or []:
