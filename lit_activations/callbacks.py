@@ -121,8 +121,7 @@ class ActivationMonitor(Callback):
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         plan = self._fit.plan
         if plan.params:
-            l1_sums = torch.zeros(len(plan.weights), plan.num_members, device=pl_module.device)
-            self._epoch = GradientEpoch(l1_sums, histograms_due=self._histogram_epoch(trainer))
+            self._epoch = GradientEpoch(plan.num_members, histograms_due=self._histogram_epoch(trainer))
 
     @override
     def on_before_optimizer_step(
@@ -133,15 +132,14 @@ class ActivationMonitor(Callback):
         if not plan.params or epoch is None:
             return
         with torch.no_grad():  # a fifth cheaper on this hot path
-            l1_norms = stats.gradient_norms([_grad(w) for w in plan.weights.values()], 1, plan.num_members)
-            epoch.l1_sums += l1_norms  # stays on the device: no host sync on steps that do not log
-            epoch.steps += 1
+            weight_grads = [_grad(w) for w in plan.weights.values()]
+            epoch.add(weight_grads)  # stays on the device: no host sync on steps that do not log
             logging = trainer.global_step % trainer.log_every_n_steps == 0
             if not (logging or epoch.histograms_due):
                 return
             grads = {name: _grad(p) for name, p in plan.params.items()}
             if logging:
-                self._log_gradients(trainer, grads, l1_norms)
+                self._log_gradients(trainer, grads, stats.gradient_norms(weight_grads, 1, plan.num_members))
         if epoch.histograms_due:
             epoch.histograms_due = False
             for name, grad in grads.items():
@@ -198,7 +196,7 @@ class ActivationMonitor(Callback):
     def _log_epoch_gradients(self, trainer: Trainer, epoch: GradientEpoch) -> None:
         """The epoch's ``grad_mean_abs_epoch/`` and ``vanishing_ratio/epoch``, from every step's ‖∇W‖₁."""
         rows = []
-        for l1_means in (epoch.l1_sums / epoch.steps).T.tolist():  # (K, weights): one host sync
+        for l1_means in (epoch.l1_sums() / epoch.steps).T.tolist():  # (K, weights): one host sync
             mean_abs = self._mean_abs(l1_means)
             rows.append({f"grad_mean_abs_epoch/{name}": value for name, value in mean_abs.items()})
             rows[-1] |= _vanishing(mean_abs, "epoch")

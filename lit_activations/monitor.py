@@ -188,11 +188,35 @@ class FitState:
 
 @dataclass
 class GradientEpoch:
-    """One training epoch's gradient accumulators; a new one at every epoch start."""
+    """One training epoch's gradient accumulators; a new one at every epoch start.
 
-    l1_sums: torch.Tensor  # (weights, K): Σ over the epoch's steps of ‖∇W‖₁, on the device (no host sync)
+    Σ over the epoch's steps of each member's ‖∇W‖₁ per weight, kept on the device (no host sync). One
+    network sums the norms (one fused ``_foreach_norm`` a step); members sum |∇W| element by element
+    (``_foreach_abs``, ``_foreach_add_``: two fused calls a step, where a norm per member and weight took
+    a call each) and take each member's sum at the epoch's end.
+    """
+
+    num_members: int
     histograms_due: bool  # the gradient histograms wait for the epoch's first optimizer step
     steps: int = 0
+    _sums: list[torch.Tensor] | torch.Tensor | None = None
+
+    def add(self, grads: list[torch.Tensor]) -> None:
+        """One optimizer step's gradients of the watched weights."""
+        self.steps += 1
+        if self.num_members == 1:
+            norms = torch.stack(torch._foreach_norm(grads, 1))
+            self._sums = norms if self._sums is None else self._sums + norms
+        elif self._sums is None:
+            self._sums = torch._foreach_abs(grads)
+        else:
+            torch._foreach_add_(self._sums, torch._foreach_abs(grads))
+
+    def l1_sums(self) -> torch.Tensor:
+        """(weights, K): Σ over the epoch's steps of ‖∇W‖₁ of each weight and member."""
+        if self.num_members == 1:
+            return self._sums.unsqueeze(1)
+        return torch.stack([s.reshape(self.num_members, -1).sum(1) for s in self._sums])
 
 
 class ProbePass:
