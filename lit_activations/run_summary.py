@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from lit_activations.activations import create_activation
 from lit_activations.errors import ConfigError
-from lit_activations.logger import member_loggers, write_note
+from lit_activations.logger import member_loggers, write_image, write_note
 from lit_activations.members import Member
 from lit_activations.names import activation_name
 from lit_activations.plots import activation_figure, decision_boundary_image, decision_regions_image
@@ -61,7 +61,7 @@ class RunSummary(Callback):
             if member.name not in curves:
                 curves[member.name] = _pixels(activation_figure(_distinct_activations(member), member.name))
             for experiment in _tensorboards(loggers):
-                experiment.add_image("activation/curve", curves[member.name], global_step=0, dataformats="HWC")
+                write_image(experiment, "activation/curve", curves[member.name], step=0)
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -96,7 +96,7 @@ class RunSummary(Callback):
         for p_member, loggers in zip(probabilities, member_loggers(trainer, len(probabilities)), strict=True):
             image = draw(p_member, points, labels, low, high)
             for experiment in _tensorboards(loggers):
-                experiment.add_image("decision_boundary", image, global_step=trainer.global_step, dataformats="HWC")
+                write_image(experiment, "decision_boundary", image, step=trainer.global_step)
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -1,6 +1,7 @@
 """The pictures and the HParams entry of a fit, read back with TensorBoard's own reader and server."""
 
 import contextlib
+import io
 import json
 import socket
 import subprocess
@@ -9,14 +10,18 @@ import time
 import urllib.request
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
+from torch.utils.tensorboard import SummaryWriter
 
 from lit_activations.data import CirclesDataModule
 from lit_activations.events import read_scalars
+from lit_activations.logger import write_image
 from lit_activations.members import Member
 from lit_activations.run_summary import RunSummary
 
@@ -119,3 +124,20 @@ def test_a_real_tensorboard_server_lists_the_run_and_its_tags(run_dir):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_images_are_written_pixel_for_pixel_as_add_image_writes_them(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+    ours, theirs = SummaryWriter(tmp_path / "ours"), SummaryWriter(tmp_path / "theirs")
+    write_image(ours, "picture", image, step=7)
+    theirs.add_image("picture", image, global_step=7, dataformats="HWC")
+    ours.close()
+    theirs.close()
+    decoded = []
+    for run in ("ours", "theirs"):
+        events = EventAccumulator(str(tmp_path / run), size_guidance={"images": 0})
+        events.Reload()
+        (written,) = events.Images("picture")
+        assert (written.step, written.width, written.height) == (7, 40, 30)
+        decoded.append(np.asarray(Image.open(io.BytesIO(written.encoded_image_string))))
+    assert decoded[0].shape == (30, 40, 3) and np.array_equal(decoded[0], image) and np.array_equal(*decoded)
