@@ -12,13 +12,13 @@ from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import HistogramProto
 from torch import nn
 from typing_extensions import override
 
 from lit_activations import statistics as stats
 from lit_activations.errors import ConfigError
-from lit_activations.logger import member_loggers, write_note, write_scalars
+from lit_activations.logger import member_loggers, write_histograms, write_note, write_scalars
 from lit_activations.monitor import FitState, GradientEpoch, ProbePass, Tally, default_activation_types, plan_watch
 from lit_activations.stacked import MemberActivation
 
@@ -142,8 +142,8 @@ class ActivationMonitor(Callback):
                 self._log_gradients(trainer, grads, stats.gradient_norms(weight_grads, 1, plan.num_members))
         if epoch.histograms_due:
             epoch.histograms_due = False
-            for name, grad in grads.items():
-                self._histogram(trainer, f"grad/{name}", grad.reshape(plan.num_members, -1))
+            members = plan.num_members
+            self._histograms(trainer, {f"grad/{name}": grad.reshape(members, -1) for name, grad in grads.items()})
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -215,6 +215,7 @@ class ActivationMonitor(Callback):
         reduced = trainer.strategy.reduce(torch.cat([t.packed().flatten() for t in tallies.values()]), reduce_op="sum")
         rows: list[dict[str, float]] = [{} for _ in range(k_members)]
         descriptions: list[dict[str, str]] = [{} for _ in range(k_members)]
+        histograms = {f"preactivation/{name}": torch.cat(t.rows, dim=1) for name, t in tallies.items() if t.rows}
         for name, tally in tallies.items():
             size = tally.small.numel() + 4 * k_members
             layer, reduced = reduced[:size].reshape(k_members, -1).tolist(), reduced[size:]
@@ -224,8 +225,7 @@ class ActivationMonitor(Callback):
                 fit.described.add(name)
                 for described, threshold in zip(descriptions, fit.thresholds[name].tolist(), strict=True):
                     described |= self._describe(name, threshold)
-            if tally.rows:
-                self._histogram(trainer, f"preactivation/{name}", torch.cat(tally.rows, dim=1))
+        self._histograms(trainer, histograms)
         self._log(trainer, rows, descriptions)
 
     def _describe(self, name: str, threshold: float) -> dict[str, str]:
@@ -256,9 +256,8 @@ class ActivationMonitor(Callback):
                         row[tag] = values.item()
                     else:
                         row |= {f"{tag}/{i}": v for i, v in enumerate(values.tolist())}
-        for tag, values in large.items():
-            if len(values) == k_members:  # members with different activations: no histogram of a mix
-                self._histogram(trainer, tag, torch.stack(values))
+        # members with different activations: no histogram of a mix
+        self._histograms(trainer, {tag: torch.stack(v) for tag, v in large.items() if len(v) == k_members})
         if any(rows):
             self._log(trainer, rows)
 
@@ -291,27 +290,35 @@ class ActivationMonitor(Callback):
             for logger in loggers:
                 write_scalars(logger, metrics, trainer.global_step, described)  # loggers write on rank 0 only
 
-    def _histogram(self, trainer: Trainer, tag: str, values: torch.Tensor) -> None:
-        """One histogram per member of ``values`` (K, ...), with 30 bins over the member's range.
+    def _histograms(self, trainer: Trainer, values: dict[str, torch.Tensor]) -> None:
+        """For each tag, one histogram per member of its values (K, ...), with 30 bins over the member's range.
 
-        Computed for every member at once (``stats.histograms``): TensorBoard's ``add_histogram``
-        on each member's values took 0.8 ms, which a fit of many members pays K times per tag.
+        Computed for every member at once (``stats.histograms``), with one host sync for all tags, and
+        written as one event per member holding every tag: TensorBoard's ``add_histogram`` on each member's
+        values took 0.8 ms, which a fit of many members pays K times per tag.
         """
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or not values:
             return
-        values = values.detach().reshape(len(values), -1)
-        counts, edges = stats.histograms(values, bins=30)
-        summary = torch.stack([values.double().sum(1), values.double().square().sum(1), values.amin(1), values.amax(1)])
-        counts, edges, (sums, squares, lows, highs) = counts.tolist(), edges.tolist(), summary.tolist()  # one sync
+        parts = []  # per tag and member: 30 counts, 31 edges, Σx, Σx², min, max, as float64 (counts stay exact)
+        for tensor in values.values():
+            tensor = tensor.detach().reshape(len(tensor), -1)
+            counts, edges = stats.histograms(tensor, bins=30)
+            double = tensor.double()
+            moments = torch.stack([double.sum(1), double.square().sum(1), tensor.amin(1), tensor.amax(1)], dim=1)
+            parts.append(torch.cat([counts.double(), edges.double(), moments.double()], dim=1))
+        host = torch.stack(parts).tolist()  # (tags, K, 65): one host sync for every tag
+        sizes = {tag: tensor[0].numel() for tag, tensor in values.items()}
         for k, loggers in enumerate(self._fit.loggers):
+            histograms = {}
+            for (tag, num), row in zip(sizes.items(), host, strict=True):
+                counts, edges, (total, squares, low, high) = row[k][:30], row[k][30:61], row[k][61:]
+                # TensorBoard reads each bucket's right limit: a first empty bucket carries the left edge
+                histograms[tag] = HistogramProto(
+                    min=low, max=high, num=num, sum=total, sum_squares=squares, bucket_limit=edges,
+                    bucket=[0, *counts],
+                )  # fmt: skip
             for logger in loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    # TensorBoard reads each bucket's right limit: a first empty bucket carries the left edge
-                    logger.experiment.add_histogram_raw(
-                        tag, min=lows[k], max=highs[k], num=values.shape[1], sum=sums[k], sum_squares=squares[k],
-                        bucket_limits=edges[k], bucket_counts=[0, *counts[k]],
-                        global_step=trainer.global_step,
-                    )  # fmt: skip
+                write_histograms(logger, histograms, trainer.global_step)
 
     def _remove_hooks(self) -> None:
         if self._probe is not None:

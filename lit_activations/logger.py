@@ -16,7 +16,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
-from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary, SummaryMetadata
 from typing_extensions import override
 
 from lit_activations import lock
@@ -224,6 +224,15 @@ def write_scalars(
     )
     # _get_file_writer, not .file_writer: it reopens the file after Lightning closed it at the end of fit
     logger.experiment._get_file_writer().add_summary(summary, step)
+
+
+@rank_zero_only
+def write_histograms(logger: Logger, histograms: Mapping[str, HistogramProto], step: int) -> None:
+    """All histograms in one TensorBoard event, as ``write_scalars`` writes scalars (a logger that is not
+    TensorBoard's gets none)."""
+    if isinstance(logger, TensorBoardLogger) and histograms:
+        summary = Summary(value=[Summary.Value(tag=tag, histo=histo) for tag, histo in histograms.items()])
+        logger.experiment._get_file_writer().add_summary(summary, step)
 
 
 def _described(description: str) -> SummaryMetadata:

@@ -3,6 +3,8 @@
 import dataclasses
 import math
 import pickle
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -17,7 +20,7 @@ from lit_activations.callbacks import ActivationMonitor
 from lit_activations.divergence import DivergenceGuard
 from lit_activations.events import read_scalars
 from lit_activations.model import ActivationMLP
-from lit_activations.monitor import plan_watch
+from lit_activations.monitor import FitState, plan_watch
 from lit_activations.stacked import MemberLinear
 
 from runs import REPO, fit
@@ -189,6 +192,38 @@ def test_histograms_of_preactivations_and_gradients(tmp_path):
     pre = events.Histograms("preactivation/body.1")
     assert [h.step for h in pre] == [4, 12]  # epochs 0 and 2, after 4 steps each
     assert pre[0].histogram_value.num == 64 * 4  # the whole probe set, every unit
+
+
+def test_each_members_histograms_are_numpys_and_go_to_its_own_run_in_one_event(tmp_path):
+    values = {
+        "a": torch.randn(2, 50, generator=torch.Generator().manual_seed(0)),
+        "b": torch.arange(12.0).reshape(2, 6),
+    }
+    monitor = ActivationMonitor()
+    runs = [TensorBoardLogger(tmp_path, name=f"member_{k}", version="") for k in range(2)]
+    monitor._fit = FitState(loggers=[[run] for run in runs])
+    monitor._histograms(types.SimpleNamespace(is_global_zero=True, global_step=7), values)
+    for k, run in enumerate(runs):
+        run.finalize("success")
+        events = EventAccumulator(run.log_dir, size_guidance={"histograms": 0})
+        events.Reload()
+        for tag, tensor in values.items():
+            (written,) = events.Histograms(tag)
+            member = tensor[k].double().numpy()
+            counts, edges = np.histogram(member, bins=30)
+            histogram = written.histogram_value
+            assert written.step == 7 and histogram.num == member.size
+            assert (histogram.min, histogram.max) == (member.min(), member.max())
+            assert histogram.sum == pytest.approx(member.sum()) and histogram.sum_squares == pytest.approx(
+                (member**2).sum()
+            )
+            assert list(histogram.bucket) == [0, *counts] and list(histogram.bucket_limit) == pytest.approx(
+                edges, rel=1e-6
+            )
+        (path,) = Path(run.log_dir).glob("events.out.tfevents.*")
+        assert (
+            sum(event.HasField("summary") for event in EventFileLoader(str(path)).Load()) == 1
+        )  # both tags, one event
 
 
 def test_sigmoid_gradients_vanish_and_relus_do_not():
