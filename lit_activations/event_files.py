@@ -84,7 +84,11 @@ class SynchronousWriter:
             for data in self._waiting:
                 framing.write(data)
             self._waiting = []
-            self._writer._writer.write(b"".join(framed.parts))
+            file = self._writer._writer  # RecordWriter's file: TensorBoard's GFile
+            try:
+                file.write(b"".join(framed.parts))
+            except OSError as err:  # (a failed write does not name its file: a full disk should say which)
+                raise OSError(err.errno, err.strerror, getattr(file, "filename", None)) from err
 
 
 class _Collected:

@@ -15,13 +15,13 @@ SMALL = ("--data.n_samples=200", "--model.activation=tanh")  # 160 training poin
 
 def saved(cli) -> dict[str, dict]:
     directory = Path(cli.trainer.logger.log_dir) / "checkpoints"
-    return {path.name: torch.load(path, weights_only=True) for path in sorted(directory.iterdir())}
+    return {path.name: torch.load(path, weights_only=True, map_location="cpu") for path in sorted(directory.iterdir())}
 
 
 def assert_holds_the_trained_model(checkpoint: dict, cli) -> None:
     assert checkpoint["global_step"] == cli.trainer.global_step
     for name, weight in cli.model.state_dict().items():
-        torch.testing.assert_close(checkpoint["state_dict"][name], weight, rtol=0, atol=0)
+        torch.testing.assert_close(checkpoint["state_dict"][name], weight.cpu(), rtol=0, atol=0)
 
 
 def test_saves_every_n_epochs_and_after_the_last_epoch():

@@ -1,6 +1,7 @@
 """One writer per directory: the lock a process holds while it writes a run or a study."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def test_a_directory_that_cannot_be_written_is_found_without_writing_anything(tm
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(shutil.which("capsh") is None, reason="needs capsh (libcap) to run the fit without root's override")
 def test_a_fit_into_a_read_only_directory_is_one_line_even_for_root(tmp_path):
     """Root writes where permissions say no one may: the check tries to write, so it meets what a user would."""
     read_only = tmp_path / "read_only"
