@@ -56,13 +56,26 @@ class Chain:
     def layers(self, member: int, wrap: Callable[[nn.Module], Any] = lambda module: module) -> list[theory.LayerSpec]:
         """Member ``member``'s layers with the variances its weights have now; ``wrap`` gives each activation
         module to the theory (e.g. a cached ``theory.Elementwise``)."""
-        specs = []
-        for i, (_, linear) in enumerate(self.linears):
-            weight, bias = _member_parameters(linear, member)
-            sw2, sb2 = theory.measured_variances(weight, bias)
-            phi = wrap(_member_activation(self.activations[i][1], member)) if i < len(self.activations) else None
-            specs.append(theory.LayerSpec(weight.shape[1], weight.shape[0], float(sw2), float(sb2), phi))
-        return specs
+        return self.networks(wrap, [member])[0]
+
+    def networks(
+        self, wrap: Callable[[nn.Module], Any] = lambda module: module, members: Sequence[int] | None = None
+    ) -> list[list[theory.LayerSpec]]:
+        """``layers`` of each of ``members`` (None: all), each linear layer's variances measured for all members at
+        once (a ``MemberLinear``'s weight holds them all)."""
+        variances = []
+        for _, linear in self.linears:
+            sw2, sb2 = theory.measured_variances(linear.weight, linear.bias)  # (K,), or 0-d for an nn.Linear
+            variances.append((sw2.reshape(-1).tolist(), sb2.reshape(-1).tolist()))
+        networks = []
+        for member in range(self.num_members) if members is None else members:
+            specs = []
+            for i, ((_, linear), (sw2, sb2)) in enumerate(zip(self.linears, variances, strict=True)):
+                n_out, n_in = linear.weight.shape[-2:]
+                phi = wrap(_member_activation(self.activations[i][1], member)) if i < len(self.activations) else None
+                specs.append(theory.LayerSpec(n_in, n_out, sw2[member], sb2[member], phi))
+            networks.append(specs)
+        return networks
 
 
 def find_chain(model: nn.Module) -> Chain | None:
@@ -100,9 +113,9 @@ class SignalTheory(Callback):
     the README's "What theory predicts" for the tags and what they mean.
 
     Args:
-        every_n_epochs: predict on every n-th of the monitor's epochs: a prediction costs about 7 ms a network,
-            9 ms a group of members that share an activation, on a CPU core, against 40 ms for a tutorial epoch
-            (``benchmarks/theory_cost.py``); the start of training is always predicted.
+        every_n_epochs: predict on every n-th of the monitor's epochs: a prediction costs about 3 ms for the
+            tutorial's network and 12 ms for its study's 15 members, on a CPU core, against 30 ms for a tutorial
+            epoch (``benchmarks/theory_cost.py``); the start of training is always predicted.
     """
 
     def __init__(self, every_n_epochs: int = 10) -> None:
@@ -113,10 +126,11 @@ class SignalTheory(Callback):
         self._inputs: tuple[float, float, int] | None = None  # second moment, correlation, global batch size
         self._epsilon, self._monitor_every, self._probe_samples = 0.05, 1, 200
         self._wrapped: dict[int, theory.Elementwise] = {}  # parameter-free activations, wrapped once per fit
+        self._shared: dict[Any, theory.Elementwise] = {}  # the same, by configuration (``_wrap``)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._chain, self._inputs, self._wrapped = None, None, {}
+        self._chain, self._inputs, self._wrapped, self._shared = None, None, {}, {}
         if stage != "fit" or not trainer.loggers:
             return
         chain = find_chain(pl_module)
@@ -178,18 +192,26 @@ class SignalTheory(Callback):
         """Each member's tags and predicted values from its weights as they are now."""
         assert self._chain is not None and self._inputs is not None
         moment, correlation, batch_size = self._inputs
-        networks = [self._chain.layers(k, self._wrap) for k in range(self._chain.num_members)]
+        networks = self._chain.networks(self._wrap)
         predictions = theory.predict_members(
             networks, moment, correlation, batch_size, self._epsilon, self._probe_samples, rule=theory.FIT_RULE
-        )  # members that share their activations are predicted together
+        )  # all members together, layer by layer
         return [tags_of(prediction, [name for name, _ in self._chain.activations]) for prediction in predictions]
 
     def _wrap(self, module: nn.Module) -> theory.Elementwise:
-        """The activation for the theory: wrapped once if it has no parameters, else as its parameters are now."""
+        """The activation for the theory: as its parameters are now if it has any; else wrapped once per fit, torch.nn's
+        own modules once per configuration (their repr holds all of it): every layer's and member's nn.ReLU() is one
+        activation, whose one-time costs (kinks, sup|φ'|, small-slope sets) are paid once and whose nodes go in one
+        call."""
+        if id(module) in self._wrapped:
+            return self._wrapped[id(module)]
         if next(module.parameters(), None) is not None:
             return theory.as_elementwise(module)
-        if id(module) not in self._wrapped:
-            self._wrapped[id(module)] = theory.as_elementwise(module)
+        stateless = type(module).__module__.startswith("torch.nn.") and next(module.buffers(), None) is None
+        key = (type(module), repr(module)) if stateless else id(module)
+        if key not in self._shared:
+            self._shared[key] = theory.as_elementwise(module)
+        self._wrapped[id(module)] = self._shared[key]
         return self._wrapped[id(module)]
 
     def _log(self, trainer: Trainer) -> None:

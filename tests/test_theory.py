@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -230,6 +231,86 @@ def test_dead_fraction_matches_sampled_units():
     # Limits: perfectly correlated inputs die together (the saturated share); independent ones never all at once.
     assert float(theory.dead_fraction(phi, q, 1.0)) == pytest.approx(0.5)
     assert float(theory.dead_fraction(phi, q, 0.0)) == pytest.approx(0.5**200)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Many networks at once: predict_members against each network alone, one public function per quantity
+
+
+def one_network(layers, m_x, c_x, batch, epsilon, samples, rule):
+    """``predict``'s per-layer quantities for one network the straightforward way: ``moments``, ``pair``,
+    ``saturated_fraction``, ``dead_fraction`` and ``bce_delta_correlation`` layer by layer, then the backward pass."""
+    a2, a_cross = [torch.tensor(m_x, dtype=torch.float64)], [torch.tensor(c_x * m_x, dtype=torch.float64)]
+    rows = {key: [] for key in ("q", "c", "activation_mean", "activation_std", "saturation", "dead_units")}
+    slope2, slope_cross = [], []
+    for layer in layers[:-1]:
+        act = theory.as_elementwise(layer.phi)
+        q = layer.sw2 * a2[-1] + layer.sb2
+        c = (layer.sw2 * a_cross[-1] + layer.sb2) / q
+        m = theory.moments(act, q, rule)
+        for key, value in [("q", q), ("c", c), ("activation_mean", m.mean),
+                           ("activation_std", (m.second - m.mean**2).sqrt()),
+                           ("saturation", theory.saturated_fraction(act, q, epsilon)),
+                           ("dead_units", theory.dead_fraction(act, q, c, epsilon, samples=samples))]:  # fmt: skip
+            rows[key].append(float(value))
+        slope2.append(m.slope2)
+        slope_cross.append(rule.pair(act.slope, act.slope, q, q, q * c, act.kinks))
+        a2.append(m.second)
+        a_cross.append(rule.pair(act.value, act.value, q, q, q * c, act.kinks))
+    out = layers[-1]
+    q_out = out.sw2 * a2[-1] + out.sb2
+    rho = theory.bce_delta_correlation(q_out, (out.sw2 * a_cross[-1] + out.sb2) / q_out, rule)
+    d2, d_cross, chi = [1.0], [rho], []
+    for ell in reversed(range(len(layers) - 1)):
+        nxt = layers[ell + 1]
+        width = nxt.sw2 * nxt.fan_out / nxt.fan_in
+        chi.insert(0, float(width * slope2[ell]))
+        d2.insert(0, chi[0] * d2[0])
+        d_cross.insert(0, width * slope_cross[ell] * d_cross[0])
+    g2 = [d * a / batch + (1 - 1 / batch) * dc * ac for d, a, dc, ac in zip(d2, a2, d_cross, a_cross, strict=True)]
+    grad = [math.sqrt(max(float(g), 0) / float(g2[-1])) for g in g2]
+    return {**rows, "chi": chi, "grad_mean_abs": grad, "vanishing_ratio": [math.log10(grad[0])],
+            "output_delta_correlation": [float(rho)]}  # fmt: skip
+
+
+def mixed_networks(depth, seed):
+    """Networks of ``depth`` hidden layers: shared (wrapped once) and own activations, kinked and smooth, learnable,
+    one activation per network or a different one per layer, and variances large enough for q > 20."""
+    shared = {name: theory.as_elementwise(phi) for name, phi in [
+        ("sigmoid", nn.Sigmoid()), ("tanh", nn.Tanh()), ("relu", nn.ReLU()), ("relu6", nn.ReLU6()),
+        ("leaky_relu", nn.LeakyReLU(0.1)), ("selu", nn.SELU())]}  # fmt: skip
+    activations = [[shared[name]] * depth for name in shared] + [[shared["relu"]] * depth, [shared["sigmoid"]] * depth]
+    activations += [[nn.PReLU(init=0.3)] * depth, [KinkedTanh()] * depth]
+    for order in (["tanh", "relu", "sigmoid"], ["relu6", "selu", "relu"], ["relu", "tanh"]):
+        activations.append([shared[name] for name in itertools.islice(itertools.cycle(order), depth)])
+    generator = torch.Generator().manual_seed(seed)
+    widths = [3, *range(6, 6 + depth), 1]
+    networks = []
+    for phis in activations:
+        sw2 = (0.3 + 3 * torch.rand(depth + 1, generator=generator, dtype=torch.float64)).tolist()
+        sb2 = (0.3 * torch.rand(depth + 1, generator=generator, dtype=torch.float64)).tolist()
+        networks.append([theory.LayerSpec(n_in, n_out, sw2[i], sb2[i], phis[i] if i < depth else None)
+                         for i, (n_in, n_out) in enumerate(itertools.pairwise(widths))])  # fmt: skip
+    networks[0][0] = replace(networks[0][0], sw2=40.0)  # q ≈ 80: the small-slope sets searched out to |z| > 20
+    return networks
+
+
+@pytest.mark.parametrize(("rule", "depths"), [(theory.FIT_RULE, (3, 2)), (theory.GAUSSIAN, (2,))], ids=["fit", "exact"])
+def test_members_predicted_together_equal_each_network_predicted_alone(rule, depths):
+    """``predict_members`` goes through all networks' layers at once, sharing nodes and activation calls; each network
+    alone, one quantity at a time, gives the same numbers (to rounding: 1e-9 relative, 1e-13 absolute)."""
+    networks = [network for depth in depths for network in mixed_networks(depth, seed=depth)]
+    if rule is theory.GAUSSIAN:
+        networks = networks[::3]
+    m_x, c_x, batch, epsilon, samples = 1.8, 0.9, 32, 0.05, 500  # c ≥ 0.9: corners in the outer rule
+    together = theory.predict_members(networks, m_x, c_x, batch, epsilon, samples, rule=rule)
+    for k, (layers, prediction) in enumerate(zip(networks, together, strict=True)):
+        alone = one_network(layers, m_x, c_x, batch, epsilon, samples, rule)
+        for key, expected in alone.items():
+            got = getattr(prediction, key)
+            got = list(got) if isinstance(got, tuple) else [got]
+            assert got == pytest.approx(expected, rel=1e-9, abs=1e-13), (k, key)
+    assert together[0].q[0] > 20
 
 
 # ---------------------------------------------------------------------------------------------------------------
