@@ -113,12 +113,14 @@ class SignalTheory(Callback):
     the README's "What theory predicts" for the tags and what they mean.
 
     Args:
-        every_n_epochs: predict on every n-th of the monitor's epochs: a prediction costs about 3 ms for the
-            tutorial's network and 12 ms for its study's 15 members, on a CPU core, against 30 ms for a tutorial
-            epoch (``benchmarks/theory_cost.py``); the start of training is always predicted.
+        every_n_epochs: predict on every n-th of the monitor's epochs (the start of training always): a
+            prediction costs about 3 ms for the tutorial's network and 12 ms for its study's 15 members on a CPU
+            core, against about 30 and 45 ms for their epochs; every 20th keeps the theory within 2% of a
+            tutorial fit (1.4% for the 15 members, ``benchmarks/theory_cost.py``) with 15 points over its 300
+            epochs. A short experiment predicts more often (``configs/experiments/selu_deep.yaml``: every epoch).
     """
 
-    def __init__(self, every_n_epochs: int = 10) -> None:
+    def __init__(self, every_n_epochs: int = 20) -> None:
         if every_n_epochs < 1:
             raise ConfigError(f"invalid theory every_n_epochs {every_n_epochs!r}; expected an integer >= 1")
         self.every_n_epochs = every_n_epochs
