@@ -7,7 +7,7 @@ Parts (``--part``, default all but ``gpu``):
 - ``study``: the tutorial study (6 activations x 5 seeds, ``configs/tutorial.yaml``) as ``compare`` (vectorised,
   the default) against thirty hand-written tutorial loops run two at a time (plain PyTorch, one process per core,
   the tutorial's own loop: per-layer mean |grad| every step, evaluation every epoch). Targets: the study at most
-  30 s and at most 0.5x the loops. ``--per-cell`` also runs ``compare --vectorize=false`` and compares the tables.
+  30 s and at most 0.25x the loops. ``--per-cell`` also runs ``compare --vectorize=false`` and compares the tables.
 - ``side_by_side``: one tutorial fit alone against two started together (two terminals), with the template's
   default of one thread and with torch's default of a thread per core. Target: at most 1.3x.
 - ``gpu`` (needs CUDA): ``benchmarks/gpu_check.py``, its options after ``--part gpu``: member-steps per second and
@@ -113,7 +113,7 @@ def study(epochs: int, per_cell: bool) -> None:
         vectorised = wall([*command, "--study_dir", study_dir])
         table = (Path(study_dir) / "results.md").read_text()
         print(f"study ({epochs} epochs): compare {vectorised:.1f} s (target <= 30 s); 30 hand-written loops, two at a"
-              f" time: {loops_wall:.1f} s; compare / loops = {vectorised / loops_wall:.2f} (target <= 0.50)",
+              f" time: {loops_wall:.1f} s; compare / loops = {vectorised / loops_wall:.2f} (target <= 0.25)",
               flush=True)  # fmt: skip
         if per_cell:
             with tempfile.TemporaryDirectory() as other:
