@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -23,3 +24,9 @@ def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process CLI runs pass their own ``args``; pytest's own argv must not look like CLI input."""
     monkeypatch.setattr(sys, "argv", ["lit_activations"])
+
+
+# A suite started in the background of a non-interactive shell (`cmd &` in a script, nohup) inherits SIGINT ignored,
+# as POSIX has it, and so would every process it starts: the tests of Ctrl-C need it delivered, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -40,12 +41,16 @@ def run_fits(
     ``KeyboardInterrupt``) stops the running fits through the launcher and cancels the queued ones.
     """
     threads = max(1, launcher.cpus // jobs)  # no oversubscription of the cores
+    stopping = threading.Event()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         running: dict[Future, list[Cell]] = {}
 
+        def train_unless_stopping(fit: list[Cell], config: dict[str, Any]) -> float:
+            """``train``, unless Ctrl-C came: a fit the pool had already taken from its queue starts no process."""
+            return 0.0 if stopping.is_set() else train(fit, fit_args, study_dir, threads, launcher, config)
+
         def submit(fit: list[Cell]) -> None:
-            config = configs.get(setting_name(fit[0].setting), {})
-            running[pool.submit(train, fit, fit_args, study_dir, threads, launcher, config)] = fit
+            running[pool.submit(train_unless_stopping, fit, configs.get(setting_name(fit[0].setting), {}))] = fit
 
         try:
             for fit in fits:
@@ -61,6 +66,7 @@ def run_fits(
                     else:
                         progress.report(fit, f"ok, {seconds:.1f} s" if not fit[0].error else f"{seconds:.1f} s")
         except KeyboardInterrupt:  # else leaving the pool would wait for every fit, queued ones too, to end on its own
+            stopping.set()
             pool.shutdown(wait=False, cancel_futures=True)
             launcher.interrupt()
             raise
