@@ -18,8 +18,10 @@ Lightning uses, grow with the runs a fit writes (one per member):
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from typing import Any
 
 import google_crc32c
@@ -38,8 +40,9 @@ class SynchronousWriter:
 
     TensorBoard's ``_AsyncWriter`` queues each record for a thread that appends it to the file. Here a
     record waits in memory until a write, flush or close finds the oldest one waiting for ``WRITE_OUT_SECS``
-    or more, then all of them are appended at once. ``max_queue_size`` and ``flush_secs`` (TensorBoard's
-    own settings) are not used.
+    or more, then all of them are appended at once; at the interpreter's exit, every writer's waiting
+    records are (a writer nobody closed loses nothing). ``max_queue_size`` and ``flush_secs``
+    (TensorBoard's own settings) are not used.
     """
 
     WRITE_OUT_SECS = 1.0
@@ -50,6 +53,7 @@ class SynchronousWriter:
         self._since = 0.0  # when the oldest waiting record came
         self._closed = False
         self._lock = threading.Lock()  # records stay whole and in order if two threads log at once
+        _open_writers.add(self)
 
     def write(self, data: bytes) -> None:
         with self._lock:
@@ -89,6 +93,17 @@ class SynchronousWriter:
                 file.write(b"".join(framed.parts))
             except OSError as err:  # (a failed write does not name its file: a full disk should say which)
                 raise OSError(err.errno, err.strerror, getattr(file, "filename", None)) from err
+
+
+_open_writers: weakref.WeakSet[SynchronousWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _write_out_at_exit() -> None:
+    for writer in list(_open_writers):
+        with writer._lock:
+            if not writer._closed:
+                writer._write_out()
 
 
 class _Collected:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
@@ -68,3 +71,15 @@ def test_records_reach_the_file_within_a_second_or_at_a_flush_with_no_thread(tmp
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("loss")] == [(s, s * 0.5) for s in range(5)] + [(5, 5.0)]
     assert [e.histogram_value.num for e in events.Histograms("weights")] == [50] * 5
+
+
+@pytest.mark.slow
+def test_a_writer_nobody_closes_loses_nothing_at_exit(tmp_path: Path) -> None:
+    script = (
+        "import sys; import lit_activations.logger; from torch.utils.tensorboard import SummaryWriter;"
+        " writer = SummaryWriter(sys.argv[1]); [writer.add_scalar('loss', s * 0.5, s) for s in range(3)]"
+    )  # and exits, the writer neither flushed nor closed
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=120)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(0, 0.0), (1, 0.5), (2, 1.0)]
