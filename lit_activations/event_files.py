@@ -24,15 +24,10 @@ import time
 import weakref
 from typing import Any
 
-import google_crc32c
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 from tensorboard.summary.writer import event_file_writer, record_writer
 
-
-def masked_crc32c(data: bytes) -> int:
-    """The masked CRC-32C of ``data`` that TFRecord files store, as TensorBoard's own ``masked_crc32c`` gives it."""
-    crc = google_crc32c.value(bytes(data))
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+from lit_activations.events import masked_crc32c
 
 
 class SynchronousWriter:

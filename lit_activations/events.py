@@ -115,17 +115,17 @@ def _records(path: str) -> Iterator[bytes]:
     while position + 12 <= size:
         length, length_crc = _HEADER.unpack_from(data, position)
         end = position + 12 + length
-        if _masked_crc(data[position : position + 8]) != length_crc or end + 4 > size:
+        if masked_crc32c(data[position : position + 8]) != length_crc or end + 4 > size:
             return
         record = data[position + 12 : end]
-        if _masked_crc(record) != _CRC.unpack_from(data, end)[0]:
+        if masked_crc32c(record) != _CRC.unpack_from(data, end)[0]:
             return
         yield record
         position = end + 4
 
 
-def _masked_crc(data: bytes) -> int:
-    """The masked CRC-32C that TFRecord stores (TensorBoard's ``masked_crc32c``), here rather than from
-    ``lit_activations.event_files``, whose TensorBoard writer modules take 50 ms to import."""
-    crc = google_crc32c.value(data)
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC-32C of ``data`` that TFRecord files store, as TensorBoard's own ``masked_crc32c`` gives it
+    (``lit_activations.event_files`` gives TensorBoard's writer this one)."""
+    crc = google_crc32c.value(bytes(data))
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF

@@ -17,7 +17,8 @@ from tensorboard.summary.writer import event_file_writer, record_writer
 from torch.utils.tensorboard import SummaryWriter
 
 import lit_activations.logger  # noqa: F401  (importing it switches TensorBoard's writer over)
-from lit_activations.event_files import SynchronousWriter, masked_crc32c
+from lit_activations.event_files import SynchronousWriter
+from lit_activations.events import masked_crc32c
 
 
 def _pure_python_masked_crc(data: bytes) -> int:

@@ -18,7 +18,7 @@ from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard import SummaryWriter
 
-from lit_activations.events import _masked_crc, read_scalars
+from lit_activations.events import masked_crc32c, read_scalars
 from lit_activations.logger import write_scalars
 
 from runs import fit
@@ -79,7 +79,7 @@ def test_the_crcs_are_tensorboards():
     rng = random.Random(0)
     for length in [*range(20), 100, 1000]:
         data = bytes(rng.randrange(256) for _ in range(length))
-        assert _masked_crc(data) == masked(data)
+        assert masked_crc32c(data) == masked(data)
 
 
 def test_every_kind_of_event_lightning_and_torch_write(tmp_path):
