@@ -6,7 +6,8 @@ For one network (``--model.activation=relu``) and for the 15 members of one fit 
 
 - floor: Lightning's bare Trainer on the same stacked network, loss and fused optimizer, in a minimal
   LightningModule (``training_speed.py``'s variant (d) for K networks): no logger, checkpoint, progress bar or
-  callback. No fit built on Lightning's Trainer runs faster;
+  callback. The targets are against it. Beside it, the same Trainer with the template's ``HookProfiler``
+  (``lit_activations/profiler.py``), which the fit has too: what of the fit's lead comes from that alone;
 - fit: ``fit --config configs/tutorial.yaml`` as configured there: the monitor, the theory, the divergence guard,
   the run summary, checkpoints every 10 epochs, a TensorBoard run per member;
 - with ``--split``, the fit with its parts turned off one after the other (theory, monitor, run summary,
@@ -42,6 +43,7 @@ from lit_activations.cli import cli_main
 from lit_activations.heads import HEADS
 from lit_activations.members import Member, expand_members
 from lit_activations.networks import member_networks
+from lit_activations.profiler import HookProfiler
 from lit_activations.stacked import stack_networks
 
 TUTORIAL = str(Path(__file__).resolve().parent.parent / "configs" / "tutorial.yaml")
@@ -104,7 +106,7 @@ class FloorModule(LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-4, fused=True)
 
 
-def floor(epochs: int, members: bool) -> Timer:
+def floor(epochs: int, members: bool, profiler: bool = False) -> Timer:
     x, y = tutorial_data()
     data = TensorDataset(x, y.reshape(-1))
     grid = expand_members("relu", None, ACTIVATIONS if members else None, SEEDS if members else [0])
@@ -112,6 +114,7 @@ def floor(epochs: int, members: bool) -> Timer:
     trainer = Trainer(
         max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
+        profiler=HookProfiler() if profiler else None,
     )  # fmt: skip
     trainer.fit(FloorModule(grid), _whole_batches(data, 32), _whole_batches(data, len(data)))
     return timer
@@ -142,7 +145,11 @@ def report(label: str, runs: dict[str, list[Timer]], target: float) -> None:
     print(f"{label}: floor {ms(runs, 'floor'):.3f} ms a step ({ms(runs, 'floor', 'in_steps_per_step'):.3f} in steps);"
           f" fit {ms(runs, 'fit'):.3f} ms ({ms(runs, 'fit', 'in_steps_per_step'):.3f} in steps); fit/floor ="
           f" {whole:.2f} (target <= {target}: {'met' if whole <= target else 'NOT met'})", flush=True)  # fmt: skip
-    names = [name for name in runs if name != "floor"]
+    if "floor, profiled" in runs:
+        print(f"  the bare Trainer with the template's HookProfiler: {ms(runs, 'floor, profiled'):.3f} ms a step;"
+              f" the fit against it: {ratio(runs, 'fit') / ratio(runs, 'floor, profiled'):.2f}",
+              flush=True)  # fmt: skip
+    names = [name for name in runs if not name.startswith("floor")]
     for before, name in itertools.pairwise(names):
         print(f"  {name[2:]:18s} {ratio(runs, before) - ratio(runs, name):+.2f} of the floor's time"
               f" ({ms(runs, before) - ms(runs, name):+.3f} ms a step)", flush=True)  # fmt: skip
@@ -165,11 +172,14 @@ def main() -> None:
         off = [*off, *flags]
         variants[f"- {part}"] = off
     for members in [m for m in (False, True) if args.only in (None, "members" if m else "one")]:
-        runs: dict[str, list[Timer]] = {name: [] for name in ["floor", *variants]}
+        runs: dict[str, list[Timer]] = {name: [] for name in ["floor", "floor, profiled", *variants]}
         for repeat in range(args.repeats):
             for name in list(runs) if repeat % 2 == 0 else list(reversed(runs)):
                 gc.collect()  # no run pays for the garbage of the one before
-                timer = floor(args.epochs, members) if name == "floor" else fit(args.epochs, members, variants[name])
+                if name.startswith("floor"):
+                    timer = floor(args.epochs, members, profiler=name == "floor, profiled")
+                else:
+                    timer = fit(args.epochs, members, variants[name])
                 runs[name].append(timer)
         label = f"{'15 members' if members else 'one network'}, {args.epochs} epochs x {args.repeats} repeats"
         report(label, runs, 1.3 if members else 1.15)

@@ -15,6 +15,7 @@ from lit_activations.cli import cli_main
 from lit_activations.data import CirclesDataModule
 from lit_activations.events import read_scalars
 from lit_activations.model import ActivationMLP
+from lit_activations.profiler import HookProfiler
 
 from runs import CONFIGS, QUIET, REPO, fit
 
@@ -86,6 +87,18 @@ def test_monitor_is_configurable_and_can_be_turned_off(tmp_path):
     cli = fit("--model.activation=elu", "--monitor=null", *short)
     assert not any(isinstance(c, ActivationMonitor) for c in cli.trainer.callbacks)
     assert not any(tag.startswith("grad_norm/") for tag in read_scalars(cli.trainer.logger.log_dir))
+
+
+def test_the_default_profiler_records_nothing_and_simple_profiles_every_hook(tmp_path):
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    cli = fit(*short)
+    assert type(cli.trainer.profiler) is HookProfiler
+    with cli.trainer.profiler.profile("anything") as entered:
+        assert entered is None
+    cli = fit("--trainer.profiler=simple", *short)
+    recorded = cli.trainer.profiler.recorded_durations
+    assert len(recorded["[Callback]ActivationMonitor.on_before_optimizer_step"]) == 2  # one a training step
+    assert len(recorded["[Strategy]SingleDeviceStrategy.training_step"]) == 2
 
 
 def test_import_path_activation_runs_under_its_class_name(tmp_path):
