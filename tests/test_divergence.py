@@ -37,3 +37,23 @@ def test_finite_gradients_pass():
 def test_names_the_first_parameter_with_a_non_finite_gradient(gradients, message):
     with pytest.raises(TrainingDiverged, match=re.escape(message)):
         guarded_step(gradients)
+
+
+def test_the_check_leaves_every_gradient_bit_as_it_was_and_sees_each_dtype():
+    """The check runs torch's GradScaler kernel, which multiplies the gradients by 1 in place: nothing may change
+    (signed zeros, subnormals, the largest floats), and a gradient of another dtype is checked too."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1).double())
+    trainer = SimpleNamespace(precision="32-true", global_step=7)
+    guard = DivergenceGuard()
+    guard.setup(trainer, model, "fit")
+    special = torch.tensor([-0.0, 1e-45, 3.4e38, -3.4e38, 0.1])
+    for p in model.parameters():
+        p.grad = torch.cat([special.to(p.dtype), torch.randn(p.numel(), dtype=p.dtype)])[: p.numel()].reshape(p.shape)
+    before = [p.grad.clone() for p in model.parameters()]
+    guard.on_before_optimizer_step(trainer, model, None)
+    for p, grad in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.grad.view(torch.int64 if p.dtype == torch.float64 else torch.int32),
+                           grad.view(torch.int64 if p.dtype == torch.float64 else torch.int32))  # fmt: skip
+    model[1].bias.grad[0] = math.inf  # in the float64 group only
+    with pytest.raises(TrainingDiverged, match=re.escape("the gradient of 1.bias is not finite")):
+        guard.on_before_optimizer_step(trainer, model, None)
