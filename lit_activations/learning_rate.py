@@ -23,6 +23,11 @@ class EpochLearningRate(LearningRateMonitor):
     """
 
     @override
+    def on_train_batch_start(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
+        if self.logging_interval == "step" or self.logging_interval is None:  # (per epoch: nothing to do per step)
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    @override
     def on_train_epoch_start(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
         if self.logging_interval != "step":
             self._epoch_rates = self._extract_stats(trainer, "epoch" if self.logging_interval is None else "any")

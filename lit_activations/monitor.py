@@ -190,23 +190,26 @@ class FitState:
 class GradientEpoch:
     """One training epoch's gradient accumulators; a new one at every epoch start.
 
-    Σ over the epoch's steps of each member's ‖∇W‖₁ per weight, kept on the device (no host sync). One
-    network sums the norms (one fused ``_foreach_norm`` a step); members sum |∇W| element by element
-    (``_foreach_abs``, ``_foreach_add_``: two fused calls a step, where a norm per member and weight took
-    a call each) and take each member's sum at the epoch's end.
+    Σ over the epoch's steps of each member's ‖∇W‖₁ per weight, kept on the device (no host sync), in two
+    fused calls a step: one network sums the norms (``_foreach_norm``, ``_foreach_add_``); members sum |∇W|
+    element by element (``_foreach_abs``, ``_foreach_add_``, where a norm per member and weight took a call
+    each) and take each member's sum at the epoch's end.
     """
 
     num_members: int
     histograms_due: bool  # the gradient histograms wait for the epoch's first optimizer step
     steps: int = 0
-    _sums: list[torch.Tensor] | torch.Tensor | None = None
+    _sums: list[torch.Tensor] | None = None
 
     def add(self, grads: list[torch.Tensor]) -> None:
         """One optimizer step's gradients of the watched weights."""
         self.steps += 1
         if self.num_members == 1:
-            norms = torch.stack(torch._foreach_norm(grads, 1))
-            self._sums = norms if self._sums is None else self._sums + norms
+            norms = torch._foreach_norm(grads, 1)
+            if self._sums is None:
+                self._sums = list(norms)
+            else:
+                torch._foreach_add_(self._sums, norms)
         elif self._sums is None:
             self._sums = torch._foreach_abs(grads)
         else:
@@ -215,7 +218,7 @@ class GradientEpoch:
     def l1_sums(self) -> torch.Tensor:
         """(weights, K): Σ over the epoch's steps of ‖∇W‖₁ of each weight and member."""
         if self.num_members == 1:
-            return self._sums.unsqueeze(1)
+            return torch.stack(self._sums).unsqueeze(1)
         return torch.stack([s.reshape(self.num_members, -1).sum(1) for s in self._sums])
 
 
