@@ -114,13 +114,14 @@ class SignalTheory(Callback):
 
     Args:
         every_n_epochs: predict on every n-th of the monitor's epochs (the start of training always): a
-            prediction costs about 3 ms for the tutorial's network and 12 ms for its study's 15 members on a CPU
-            core, against about 30 and 45 ms for their epochs; every 20th keeps the theory within 2% of a
-            tutorial fit (1.4% for the 15 members, ``benchmarks/theory_cost.py``) with 15 points over its 300
-            epochs. A short experiment predicts more often (``configs/experiments/selu_deep.yaml``: every epoch).
+            prediction costs about 3 ms for the tutorial's network and 13 ms for its study's 15 members on a CPU
+            core, against about 30 and 45 ms for their epochs; every 25th (with the decision-boundary images)
+            gives 13 points over the tutorial's 300 epochs and keeps the theory well within 2% of its fits
+            (``benchmarks/theory_cost.py``). A short experiment predicts more often
+            (``configs/experiments/selu_deep.yaml``: every epoch).
     """
 
-    def __init__(self, every_n_epochs: int = 20) -> None:
+    def __init__(self, every_n_epochs: int = 25) -> None:
         if every_n_epochs < 1:
             raise ConfigError(f"invalid theory every_n_epochs {every_n_epochs!r}; expected an integer >= 1")
         self.every_n_epochs = every_n_epochs

@@ -49,7 +49,7 @@ def test_the_theory_tags_of_a_fit_are_the_theory_of_its_initial_weights_and_firs
         assert set(logged) == set(expected) and {step for step, _ in logged.values()} == {0}
         for tag, value in expected.items():
             assert logged[tag][1] == pytest.approx(value, rel=1e-5, abs=1e-7), tag
-        assert len(scalars["theory/vanishing_ratio"]) == 2  # the start, and epoch 0 (then every 20th)
+        assert len(scalars["theory/vanishing_ratio"]) == 2  # the start, and epoch 0 (then every 25th)
         events = EventAccumulator(str(run))
         events.Reload()
         layout = layout_pb2.Layout.FromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
