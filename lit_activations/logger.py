@@ -16,6 +16,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
+from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary, SummaryMetadata
 from typing_extensions import override
 
@@ -214,16 +215,15 @@ def write_scalars(
         logger.log_metrics(dict(metrics), step=step)
         return
     descriptions = descriptions or {}
-    summary = Summary(
-        value=[
-            Summary.Value(tag=tag, simple_value=value, metadata=_described(descriptions[tag]))
-            if tag in descriptions
-            else Summary.Value(tag=tag, simple_value=value)
-            for tag, value in metrics.items()
-        ]
-    )
+    event = Event()  # the values go straight into it: Summary.Value objects copied in would cost twice as much
+    add = event.summary.value.add
+    for tag, value in metrics.items():
+        if tag in descriptions:
+            add(tag=tag, simple_value=value, metadata=_described(descriptions[tag]))
+        else:
+            add(tag=tag, simple_value=value)
     # _get_file_writer, not .file_writer: it reopens the file after Lightning closed it at the end of fit
-    logger.experiment._get_file_writer().add_summary(summary, step)
+    logger.experiment._get_file_writer().add_event(event, step)
 
 
 @rank_zero_only
@@ -231,8 +231,10 @@ def write_histograms(logger: Logger, histograms: Mapping[str, HistogramProto], s
     """All histograms in one TensorBoard event, as ``write_scalars`` writes scalars (a logger that is not
     TensorBoard's gets none)."""
     if isinstance(logger, TensorBoardLogger) and histograms:
-        summary = Summary(value=[Summary.Value(tag=tag, histo=histo) for tag, histo in histograms.items()])
-        logger.experiment._get_file_writer().add_summary(summary, step)
+        event = Event()
+        for tag, histo in histograms.items():
+            event.summary.value.add(tag=tag, histo=histo)
+        logger.experiment._get_file_writer().add_event(event, step)
 
 
 def _described(description: str) -> SummaryMetadata:
