@@ -6,6 +6,7 @@ what to watch (``plan_watch``) and holds what is accumulated in between.
 
 from __future__ import annotations
 
+import functools
 import pkgutil
 import re
 from collections.abc import Sequence
@@ -185,28 +186,27 @@ class ActivationMonitor(Callback):
     def _log_gradients(self, trainer: Trainer, grads: dict[str, torch.Tensor], l1_norms: torch.Tensor) -> None:
         """This step's ``grad_norm/``, ``grad_mean_abs/`` and ``vanishing_ratio/step``."""
         l2_norms = stats.gradient_norms(list(grads.values()), 2, self._fit.plan.num_members)
+        norm_tags, mean_tags = _tags("grad_norm", tuple(grads)), _tags("grad_mean_abs", tuple(self._fit.plan.weights))
         rows = []
         for values in torch.cat([l2_norms, l1_norms]).T.tolist():  # (K, params + weights): one host sync
             mean_abs = self._mean_abs(values[len(grads) :])
-            metrics = {f"grad_norm/{name}": value for name, value in zip(grads, values, strict=False)}
-            metrics |= {f"grad_mean_abs/{name}": value for name, value in mean_abs.items()}
-            rows.append(metrics | _vanishing(mean_abs, "step"))
+            row = dict(zip(norm_tags, values, strict=False))
+            row.update(zip(mean_tags, mean_abs, strict=True))
+            rows.append(row | _vanishing(mean_abs, "step"))
         self._log(trainer, rows)
 
     def _log_epoch_gradients(self, trainer: Trainer, epoch: GradientEpoch) -> None:
         """The epoch's ``grad_mean_abs_epoch/`` and ``vanishing_ratio/epoch``, from every step's ‖∇W‖₁."""
+        tags = _tags("grad_mean_abs_epoch", tuple(self._fit.plan.weights))
         rows = []
         for l1_means in (epoch.l1_sums() / epoch.steps).T.tolist():  # (K, weights): one host sync
             mean_abs = self._mean_abs(l1_means)
-            rows.append({f"grad_mean_abs_epoch/{name}": value for name, value in mean_abs.items()})
-            rows[-1] |= _vanishing(mean_abs, "epoch")
+            rows.append(dict(zip(tags, mean_abs, strict=True)) | _vanishing(mean_abs, "epoch"))
         self._log(trainer, rows)
 
-    def _mean_abs(self, l1_norms: list[float]) -> dict[str, float]:
-        plan = self._fit.plan
-        return {
-            name: stats.mean_abs(l1, n) for name, n, l1 in zip(plan.weights, plan.weight_numels, l1_norms, strict=True)
-        }
+    def _mean_abs(self, l1_norms: list[float]) -> list[float]:
+        """Each watched weight's mean |grad| from its ‖∇W‖₁, in the plan's order."""
+        return [stats.mean_abs(l1, n) for n, l1 in zip(self._fit.plan.weight_numels, l1_norms, strict=True)]
 
     def _log_probe(self, trainer: Trainer, tallies: dict[str, Tally]) -> None:
         """The probe pass's statistics per module and member, and its pre-activation histograms."""
@@ -216,11 +216,12 @@ class ActivationMonitor(Callback):
         rows: list[dict[str, float]] = [{} for _ in range(k_members)]
         descriptions: list[dict[str, str]] = [{} for _ in range(k_members)]
         histograms = {f"preactivation/{name}": torch.cat(t.rows, dim=1) for name, t in tallies.items() if t.rows}
+        host, start = reduced.tolist(), 0
         for name, tally in tallies.items():
-            size = tally.small.numel() + 4 * k_members
-            layer, reduced = reduced[:size].reshape(k_members, -1).tolist(), reduced[size:]
-            for row, packed in zip(rows, layer, strict=True):
-                row |= {f"{stat}/{name}": value for stat, value in Tally.statistics(packed).items()}
+            width, tags = tally.small.shape[1] + 4, _tags(name, Tally.STATISTICS, suffix=True)
+            for row in rows:  # member k's row of this layer: host[start : start + width]
+                row.update(zip(tags, Tally.statistics(host[start : start + width]), strict=True))
+                start += width
             if name not in fit.described:  # TensorBoard keeps a tag's first description
                 fit.described.add(name)
                 for described, threshold in zip(descriptions, fit.thresholds[name].tolist(), strict=True):
@@ -328,12 +329,18 @@ class ActivationMonitor(Callback):
             self._probe = None
 
 
-def _vanishing(mean_abs: dict[str, float], when: str) -> dict[str, float]:
+def _vanishing(mean_abs: list[float], when: str) -> dict[str, float]:
     """``vanishing_ratio/<when>`` from the weights' mean|grad|, in module order: the layer nearest the input first."""
     if not mean_abs:
         return {}
-    values = list(mean_abs.values())
-    return {f"vanishing_ratio/{when}": stats.vanishing_ratio(values[0], values[-1])}
+    return {f"vanishing_ratio/{when}": stats.vanishing_ratio(mean_abs[0], mean_abs[-1])}
+
+
+@functools.cache
+def _tags(prefix: str, names: tuple[str, ...], suffix: bool = False) -> tuple[str, ...]:
+    """``prefix/name`` for each name (``name/prefix`` with ``suffix``), made once: a fit of K members writes each K
+    times an epoch."""
+    return tuple(f"{name}/{prefix}" if suffix else f"{prefix}/{name}" for name in names)
 
 
 def _owner(module: nn.Module, member: int) -> nn.Module:

@@ -70,10 +70,11 @@ class MemberActivation(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if len(self.sizes) == 1:
-            return self._block(0, z)
-        return torch.cat([self._block(b, part) for b, part in enumerate(z.split(self.sizes))])
+            return self.block_forward(0, z)
+        return torch.cat([self.block_forward(b, part) for b, part in enumerate(z.split(self.sizes))])
 
-    def _block(self, block: int, z: torch.Tensor) -> torch.Tensor:
+    def block_forward(self, block: int, z: torch.Tensor) -> torch.Tensor:
+        """Block ``block``'s module on its members' slice ``z`` of the input, as ``forward`` applies it."""
         module = self.blocks[block]
         return module(z.reshape(-1, z.shape[-1])).reshape(z.shape) if self._as_rows[block] else module(z)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -54,8 +54,9 @@ def vanishing_ratio(first: float, last: float) -> float:
     return math.log10(first / last) if first > 0 else -math.inf
 
 
-def local_slopes(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """f'(z) element by element, by autograd, for an element-wise activation (any module, even a user's own).
+def local_slopes(activation: nn.Module | Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """f'(z) element by element, by autograd, for an element-wise activation (any module, even a user's own, or
+    a function).
 
     Works inside validation's inference mode: the clone is an ordinary tensor that autograd may record.
     ``activation.forward`` is called directly so that forward hooks on the module do not fire again.
@@ -65,11 +66,42 @@ def local_slopes(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """
     with torch.inference_mode(False), torch.enable_grad():
         z = z.detach().clone().requires_grad_(True)
-        out = activation.forward(z)
+        out = activation.forward(z) if isinstance(activation, nn.Module) else activation(z)
         if not out.requires_grad:  # a step, say: nothing in it depends on z smoothly, its slope is 0 everywhere
             return torch.zeros_like(z).detach()
         (slope,) = torch.autograd.grad(out.sum(), z, allow_unused=True)
     return torch.zeros_like(z).detach() if slope is None else slope
+
+
+def known_slopes(activation: nn.Module, z: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor | None:
+    """f'(z) of torch.nn's ReLU, LeakyReLU, Hardtanh (ReLU6), Sigmoid, Tanh and Identity on float32 or float64, by
+    the formula of their backward in torch (``threshold_backward``, ``leaky_relu_backward``, ``hardtanh_backward``,
+    ``sigmoid_backward``, ``tanh_backward``, for a gradient of ones): what ``local_slopes`` gets from autograd, bit
+    for bit (tests), in one or two ops instead of a forward and a backward pass. ``None`` for any other module, a
+    subclass (it may change ``forward``), one working in place, or another dtype. ``output``: f(z) if at hand,
+    from which sigmoid's and tanh's are computed, as their backward does.
+
+    >>> known_slopes(nn.LeakyReLU(0.1), torch.tensor([-1.0, 2.0]))
+    tensor([0.1000, 1.0000])
+    """
+    kind = type(activation)
+    if z.dtype not in (torch.float32, torch.float64) or getattr(activation, "inplace", False):
+        return None
+    if kind is nn.Identity:
+        return torch.ones_like(z)
+    if kind is nn.ReLU:
+        return (z > 0).logical_or_(z.isnan()).to(z.dtype)  # 0 where relu(z) <= 0; NaN passes the gradient
+    if kind is nn.LeakyReLU:
+        return torch.where(z > 0, z.new_ones(()), z.new_tensor(activation.negative_slope))
+    if kind in (nn.Hardtanh, nn.ReLU6):  # (for NaN torch's own gives 1 in its scalar loop and 0 in its vector one)
+        return ((z > activation.min_val) & (z < activation.max_val)).to(z.dtype)
+    if kind is nn.Sigmoid:
+        a = torch.sigmoid(z) if output is None else output.detach()
+        return (1 - a) * a
+    if kind is nn.Tanh:
+        a = torch.tanh(z) if output is None else output.detach()
+        return torch.addcmul(torch.ones_like(a), a, a, value=-1)  # 1 − a², rounded once, as tanh_backward's is
+    return None
 
 
 def is_elementwise(module: nn.Module, z: torch.Tensor, output: torch.Tensor) -> bool:

@@ -71,3 +71,42 @@ def test_histograms_of_each_member_equal_numpys():
         expected_counts, expected_edges = np.histogram(values[k].double().numpy(), bins=30)
         np.testing.assert_array_equal(counts[k].numpy(), expected_counts)
         np.testing.assert_allclose(edges[k].numpy(), expected_edges, rtol=1e-12)
+
+
+KNOWN = [nn.ReLU(), nn.LeakyReLU(), nn.LeakyReLU(0.2), nn.ReLU6(), nn.Hardtanh(-2.0, 3.0), nn.Sigmoid(), nn.Tanh(),
+         nn.Identity()]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [1, 7, 17, 75_000])  # vectorised loops and their scalar tails
+def test_known_slopes_equal_autograds_bit_for_bit(dtype, size):
+    """The probe pass takes these formulas for autograd's: a slope that moved by one ulp could cross the threshold
+    and change a count, so they must be autograd's own, on kinks, signed zeros, infinities and NaN too."""
+    special = torch.tensor([0.0, -0.0, 6.0, -6.0, -2.0, 3.0, 1e-30, -1e-30, 88.7, -88.7, math.inf, -math.inf, math.nan])
+    z = torch.cat([special, torch.randn(size, generator=torch.Generator().manual_seed(size)) * 5]).to(dtype)
+    for module in KNOWN:
+        expected = stats.local_slopes(module, z)
+        if isinstance(module, nn.Hardtanh):  # torch's own hardtanh_backward gives a NaN 1 in its scalar loop, 0 in
+            expected[z.isnan()] = 0.0  # its vectorised one; known_slopes gives 0 (no NaN reaches a probe pass)
+        for output in (None, module(z)):
+            got = stats.known_slopes(module, z, output)
+            assert got.dtype == dtype and torch.equal(got.nan_to_num(-7.0), expected.nan_to_num(-7.0)), module
+
+
+def test_known_slopes_leave_other_modules_and_dtypes_to_autograd():
+    class MyReLU(nn.ReLU):  # a subclass may change forward
+        pass
+
+    z = torch.randn(10)
+    for module in (nn.ELU(), nn.GELU(), nn.PReLU(), MyReLU(), nn.ReLU(inplace=True)):
+        assert stats.known_slopes(module, z) is None
+    assert stats.known_slopes(nn.ReLU(), z.bfloat16()) is None
+
+
+def test_a_stacked_activations_slopes_block_by_block_equal_autograd_on_the_whole():
+    from lit_activations.monitor import slopes_of
+
+    blocks = [(nn.Sigmoid(), 2), (nn.ELU(), 1), (nn.Tanh(), 3), (nn.PReLU(5), 1), (nn.LeakyReLU(0.3), 2)]
+    stacked = MemberActivation(blocks)  # ELU and PReLU by autograd, block by block; the rest by formula
+    z = torch.randn(stacked.num_members, 64, 5) * 4
+    assert torch.equal(slopes_of(stacked, z, stacked(z)), stats.local_slopes(stacked, z))
