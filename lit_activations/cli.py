@@ -349,7 +349,19 @@ def cli_main(args: ArgsType = None, **cli_kwargs: Any) -> ActivationCLI:
     """
     threading.excepthook = quiet_about_the_disk
     with one_line_endings():
-        return run_cli(args, **cli_kwargs)
+        cli = run_cli(args, **cli_kwargs)
+    leave_process_group()
+    return cli
+
+
+def leave_process_group() -> None:
+    """Once every process of a distributed run is done, leave its process group (a barrier, then
+    ``destroy_process_group``). Lightning destroys it at exit for NCCL only (``fabric/utilities/distributed.py``);
+    a gloo group left to the interpreter's teardown now and then aborted a node whose peer had already gone
+    ("terminate called without an active exception", exit -6)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def check_fit(args: list[str], members: list[str]) -> dict[str, Any]:
