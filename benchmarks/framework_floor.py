@@ -20,7 +20,10 @@ validation, probe pass, logging and checkpoints; "in steps" is the part spent in
 (forward, backward, optimizer, per-step hooks), the rest is per epoch. Variants alternate within each repeat;
 a ratio is the median over repeats of the ratio within one. Targets: members fit/floor <= 1.3, one network <= 1.15.
 
-Run:  python benchmarks/framework_floor.py [--epochs 100] [--repeats 3] [--split]
+With ``--monitor``, only the monitor's share of the fit (target: at most 10%), the fit against itself with
+``--monitor=null``, alternated over the repeats (10 repeats: one pair's noise is about the size of the effect).
+
+Run:  python benchmarks/framework_floor.py [--epochs 100] [--repeats 3] [--split | --monitor] [--only one|members]
 """
 
 from __future__ import annotations
@@ -158,15 +161,36 @@ def report(label: str, runs: dict[str, list[Timer]], target: float) -> None:
               f" {ms(runs, names[-1]):.3f} ms a step)", flush=True)  # fmt: skip
 
 
+def monitor_share(epochs: int, repeats: int, members: bool) -> None:
+    """The monitor's share of a fit, (with − without)/with, alternated; the median over repeats and their range."""
+    shares = []
+    for repeat in range(repeats):
+        pair = {}
+        for name in ("with", "without") if repeat % 2 == 0 else ("without", "with"):
+            gc.collect()
+            pair[name] = fit(epochs, members, ["--monitor=null"] if name == "without" else []).per_step
+        shares.append(1 - pair["without"] / pair["with"])
+    share = statistics.median(shares)
+    print(f"{'15 members' if members else 'one network'}, {epochs} epochs x {repeats} repeats: the monitor's share of"
+          f" the fit {share:.1%} (range {min(shares):.1%} to {max(shares):.1%}; target <= 10%:"
+          f" {'met' if share <= 0.10 else 'NOT met'})", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100, help="epochs per fit (the first is not timed)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--split", action="store_true", help="also the fit with its parts turned off one by one")
     parser.add_argument("--only", choices=["one", "members"], help="one network or the 15 members (default: both)")
+    parser.add_argument("--monitor", action="store_true", help="only the monitor's share: the fit against the same"
+                        " fit with --monitor=null (take 10 repeats: one pair's noise is about the effect)")  # fmt: skip
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # the fits get their arguments from cli_main's list, not from this script's
     torch.set_num_threads(1)  # as the CLI sets it
+    if args.monitor:
+        for members in [m for m in (False, True) if args.only in (None, "members" if m else "one")]:
+            monitor_share(args.epochs, args.repeats, members)
+        return
     variants, off = {"fit": []}, []
     for part, flags in PARTS if args.split else []:
         off = [*off, *flags]
