@@ -123,11 +123,17 @@ def is_elementwise(module: nn.Module, z: torch.Tensor, output: torch.Tensor) -> 
 
 
 def max_slopes(
-    activation: nn.Module, n_units: int, num_members: int | None = None, span: float = 20.0, points: int = 40_001
+    activation: nn.Module,
+    n_units: int,
+    num_members: int | None = None,
+    span: float = 20.0,
+    points: int = 40_001,
+    slopes: Callable[[nn.Module, torch.Tensor], torch.Tensor] = local_slopes,
 ) -> torch.Tensor:
     """sup |f'(x)| estimated on a grid over [-span, span]: the scale that makes a slope "small", per member (K,).
 
     ``num_members``: the activation takes (K, B, n) and each member gets its own; ``None``: it takes (B, n).
+    ``slopes``: how f' is found (``local_slopes``: autograd; the monitor gives its own, which knows formulas).
 
     >>> max_slopes(nn.Sigmoid(), n_units=1)
     tensor([0.2500])
@@ -137,8 +143,7 @@ def max_slopes(
     grid = torch.linspace(-span, span, points, device=device).unsqueeze(1).expand(points, n_units)
     if num_members is not None:
         grid = grid.expand(num_members, points, n_units)
-    slopes = local_slopes(activation, grid).abs()
-    return slopes.reshape(num_members or 1, -1).amax(1)
+    return slopes(activation, grid).abs().reshape(num_members or 1, -1).amax(1)
 
 
 def units_last(t: torch.Tensor) -> torch.Tensor:
