@@ -303,8 +303,7 @@ def slopes_of(module: nn.Module, z: torch.Tensor, output: torch.Tensor | None = 
     by block (autograd for the blocks only that need it): the probe pass's slopes in half the time for the tutorial
     study's members, and sup|f'| at the fit's start (``stats.max_slopes``) in a fraction of it."""
     if not isinstance(module, MemberActivation):
-        known = stats.known_slopes(module, z, output)
-        return known if known is not None else stats.local_slopes(module, z)
+        return stats.slopes(module, z, output)
     parts, outputs = [], output.split(module.sizes) if output is not None else [None] * len(module.sizes)
     for block, (z_part, out_part) in enumerate(zip(z.split(module.sizes), outputs, strict=True)):
         known = stats.known_slopes(module.blocks[block], z_part, out_part)

@@ -73,6 +73,15 @@ def local_slopes(activation: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     return torch.zeros_like(z).detach() if slope is None else slope
 
 
+def knows_slopes(activation: nn.Module, dtype: torch.dtype) -> bool:
+    """Whether ``known_slopes`` has a formula for ``activation`` computing in ``dtype``."""
+    return (type(activation) in _KNOWN_SLOPES and dtype in (torch.float32, torch.float64)
+            and not getattr(activation, "inplace", False))  # fmt: skip
+
+
+_KNOWN_SLOPES = (nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.ReLU6, nn.Sigmoid, nn.Tanh)
+
+
 def known_slopes(activation: nn.Module, z: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor | None:
     """f'(z) of torch.nn's ReLU, LeakyReLU, Hardtanh (ReLU6), Sigmoid, Tanh and Identity on float32 or float64, by
     the formula of their backward in torch (``threshold_backward``, ``leaky_relu_backward``, ``hardtanh_backward``,
@@ -84,9 +93,9 @@ def known_slopes(activation: nn.Module, z: torch.Tensor, output: torch.Tensor | 
     >>> known_slopes(nn.LeakyReLU(0.1), torch.tensor([-1.0, 2.0]))
     tensor([0.1000, 1.0000])
     """
-    kind = type(activation)
-    if z.dtype not in (torch.float32, torch.float64) or getattr(activation, "inplace", False):
+    if not knows_slopes(activation, z.dtype):
         return None
+    kind = type(activation)
     if kind is nn.Identity:
         return torch.ones_like(z)
     if kind is nn.ReLU:
@@ -101,7 +110,13 @@ def known_slopes(activation: nn.Module, z: torch.Tensor, output: torch.Tensor | 
     if kind is nn.Tanh:
         a = torch.tanh(z) if output is None else output.detach()
         return torch.addcmul(torch.ones_like(a), a, a, value=-1)  # 1 − a², rounded once, as tanh_backward's is
-    return None
+    raise AssertionError(f"no formula for {type(activation).__name__}")  # knows_slopes and this list differ
+
+
+def slopes(activation: nn.Module, z: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor:
+    """f'(z): ``known_slopes`` where it knows the module (``output``: f(z), if at hand), else ``local_slopes``."""
+    known = known_slopes(activation, z, output)
+    return known if known is not None else local_slopes(activation, z)
 
 
 def is_elementwise(module: nn.Module, z: torch.Tensor, output: torch.Tensor) -> bool:
@@ -128,12 +143,13 @@ def max_slopes(
     num_members: int | None = None,
     span: float = 20.0,
     points: int = 40_001,
-    slopes: Callable[[nn.Module, torch.Tensor], torch.Tensor] = local_slopes,
+    slopes: Callable[[nn.Module, torch.Tensor], torch.Tensor] = slopes,
 ) -> torch.Tensor:
     """sup |f'(x)| estimated on a grid over [-span, span]: the scale that makes a slope "small", per member (K,).
 
     ``num_members``: the activation takes (K, B, n) and each member gets its own; ``None``: it takes (B, n).
-    ``slopes``: how f' is found (``local_slopes``: autograd; the monitor gives its own, which knows formulas).
+    ``slopes``: how f' is found (default ``slopes``: by formula where known, else autograd; the monitor gives its
+    own, which takes a stacked activation block by block).
 
     >>> max_slopes(nn.Sigmoid(), n_units=1)
     tensor([0.2500])

@@ -31,7 +31,8 @@ Activations. φ is any element-wise ``nn.Module`` (a user's own class; a learnab
 its current parameters) or callable. It is evaluated in float64 on a copy (``copy.deepcopy(m).double()``;
 a module that cannot run in float64 runs in float32 and its results are cast), values under
 ``torch.no_grad`` and φ' by autograd, exactly as the monitor measures slopes
-(``lit_activations.statistics.local_slopes``).
+(``lit_activations.statistics.slopes``: for torch.nn's common activations by the formula of their
+backward, which gives autograd's values bit for bit).
 
 Quadrature (``GaussianExpectation``). E_{z~N(0,q)}[f(z)] = E_{s~N(0,1)}[f(√q s)] by composite
 Gauss–Legendre, 8 nodes per panel, on s ∈ [−10, 10] (the mass outside is 1.5e-23). Panel edges: every
@@ -49,7 +50,7 @@ Hardtanh, ReLU6 within 1e-12 of a rule four times finer, q up to 1e4; ReLU's arc
 ``GaussianExpectation`` ``z_edges`` and ``kinks`` that hold it.
 
 Saturation, as the monitor counts it: a slope is small when |φ'(z)| < ε·sup|φ'|, sup|φ'| measured as
-``statistics.max_slopes`` measures it (autograd on a 40 001-point grid over [−20, 20]). The set where it
+``statistics.max_slopes`` measures it (φ' on a 40 001-point grid over [−20, 20]). The set where it
 holds is found once as intervals of z (a grid of step 0.005 over [−20, 20], geometric beyond, each
 change of the indicator located by 60 bisection steps), and its Gaussian probability is a sum of
 normal CDFs: exact to ~1e-12 except for a small-slope interval shorter than the grid step, which
@@ -68,7 +69,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lit_activations.statistics import local_slopes, max_slopes
+from lit_activations.statistics import known_slopes, knows_slopes, max_slopes, slopes
 
 ActivationLike = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 Numbers = float | torch.Tensor  # a number, or a tensor of them: one value per layer or member
@@ -150,14 +151,20 @@ class Elementwise:
             return self.module(self._column(z)).to(DTYPE).reshape(z.shape)
 
     def slope(self, z: torch.Tensor) -> torch.Tensor:
-        """φ'(z) by autograd, as the monitor measures it (``statistics.local_slopes``)."""
-        return local_slopes(self.module, self._column(z)).to(DTYPE).reshape(z.shape)
+        """φ'(z) as the monitor measures it (``statistics.slopes``: autograd's values, by formula where known)."""
+        return slopes(self.module, self._column(z)).to(DTYPE).reshape(z.shape)
 
     def value_and_slope(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """φ(z) and φ'(z) from one forward pass and its backward: ``slope`` as ``local_slopes`` computes it, and the
-        value that forward gives on the way (half the work of ``value`` and ``slope`` apart). Both are contiguous
-        tensors of z's shape that the caller may overwrite (the value may share z's memory: φ the identity)."""
+        value that forward gives on the way (half the work of ``value`` and ``slope`` apart); for an activation
+        ``statistics.known_slopes`` knows, the forward and the formula. Both are contiguous tensors of z's shape that
+        the caller may overwrite (the value may share z's memory: φ the identity)."""
         column = self._column(z)
+        if knows_slopes(self.module, column.dtype):
+            with torch.no_grad():
+                out = self.module.forward(column)
+            slope = known_slopes(self.module, column, out)
+            return out.to(DTYPE).reshape(z.shape).contiguous(), slope.to(DTYPE).reshape(z.shape).contiguous()
         with torch.inference_mode(False), torch.enable_grad():
             # an inference tensor cannot be saved for backward; any other is used in place, without a copy
             column = (column.clone() if column.is_inference() else column.detach()).requires_grad_(True)
