@@ -283,8 +283,8 @@ class ProbePass:
         return hook
 
     def _threshold(self, name: str, module: nn.Module, z: torch.Tensor, stacked: bool) -> torch.Tensor:
-        """ε · sup|f'| of ``module`` per member, measured on its first call of the fit (by autograd, so a user's
-        own activation works unchanged)."""
+        """ε · sup|f'| of ``module`` per member, measured on its first call of the fit (``slopes_of``: autograd, or
+        the formula that gives autograd's values, so a user's own activation works unchanged)."""
         fit = self.fit
         if name not in fit.thresholds:
             n_units = z.shape[-1 if stacked else 1] if z.dim() > 1 + stacked else 1
@@ -315,6 +315,8 @@ def slopes_of(module: nn.Module, z: torch.Tensor, output: torch.Tensor | None = 
 class Tally:
     """Running sums over the probe set for one activation module, per member."""
 
+    STATISTICS = ("saturation", "dead_units", "activation_mean", "activation_std")  # the tags, before /<module>
+
     keep_rows: bool
     small: torch.Tensor | None = None  # (K, n) samples with a small slope, per member and unit
     moments: torch.Tensor | None = None  # (K, 2): [Σa, Σa²] per member
@@ -340,8 +342,6 @@ class Tally:
         """Everything that adds up across ranks, (K, n + 4): [small per unit..., Σa, Σa², samples, values]."""
         counts = self.moments.new_tensor([self.samples, self.values]).expand(len(self.moments), 2)
         return torch.cat([self.small.double(), self.moments, counts], dim=1)
-
-    STATISTICS = ("saturation", "dead_units", "activation_mean", "activation_std")  # the tags, before /<module>
 
     @staticmethod
     def statistics(packed: list[float]) -> tuple[float, float, float, float]:
