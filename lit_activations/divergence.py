@@ -63,10 +63,11 @@ class DivergenceGuard(Callback):
             if loss is not None and not torch.isfinite(loss):
                 raise TrainingDiverged(f"training diverged at step {trainer.global_step}: loss = {loss.item()}")
             return
-        named = [(name, p.grad) for name, p in self._params.items() if p.grad is not None]
-        if not named or self._all_finite([g for _, g in named]):
+        grads = [p.grad for p in self._params.values() if p.grad is not None]
+        if not grads or self._all_finite(grads):
             return
-        norms = torch.stack(torch._foreach_norm([g for _, g in named], math.inf))  # NaN or inf where not finite
+        named = [(name, p.grad) for name, p in self._params.items() if p.grad is not None]
+        norms = torch.stack(torch._foreach_norm(grads, math.inf))  # NaN or inf where not finite
         bad = [name for (name, _), norm in zip(named, norms.tolist(), strict=True) if not math.isfinite(norm)]
         more = f" (and of {len(bad) - 1} more parameters)" if len(bad) > 1 else ""
         loss_text = f"; loss = {loss.item():.6g}" if loss is not None else ""
