@@ -132,6 +132,7 @@ class Swish(nn.Module):
 
 
 def test_a_users_element_wise_modules_are_found_without_flags_and_dropout_or_norms_are_not(tmp_path):
+    torch.manual_seed(0)
     body = nn.Sequential(nn.Linear(2, 4), Cube(), nn.Linear(4, 4), Swish(), nn.Dropout(0.1), nn.BatchNorm1d(4),
                          nn.Softmax(dim=1), nn.Linear(4, 1))  # fmt: skip
     trainer, _ = run(Regressor(body), tmp_path, epochs=2)
@@ -139,7 +140,10 @@ def test_a_users_element_wise_modules_are_found_without_flags_and_dropout_or_nor
     assert {tag for tag in scalars if tag.startswith("saturation/")} == {"saturation/body.1", "saturation/body.3"}
     assert len(scalars["saturation/body.1"]) == 2  # from the first probe pass on, every epoch
     z = X.double().numpy() @ body[0].weight.detach().double().numpy().T + body[0].bias.detach().double().numpy()
-    assert last(scalars, "activation_mean/body.1") == pytest.approx(np.mean(z**3), rel=1e-5)
+    # The monitor sums in float32: the mean of z³ can cancel to far below its terms, so the error scales with
+    # them (at most 2e-7 of mean|z³| over 3000 random draws of the first layer).
+    scale = np.mean(np.abs(z) ** 3)
+    assert last(scalars, "activation_mean/body.1") == pytest.approx(np.mean(z**3), rel=1e-5, abs=2e-6 * scale)
     assert [v for _, v in scalars["activation_param/body.3.beta"]] == [1.5, 1.5]  # a learnable parameter, each epoch
 
 
