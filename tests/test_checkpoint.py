@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_activations.checkpoint import AtomicCheckpointIO
+from lit_activations.checkpoint import AtomicCheckpointIO, PeriodicCheckpoint
 
 from runs import fit
 
@@ -72,3 +73,13 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_a_fast_dev_run_writes_no_checkpoint(tmp_path):
     fit(*SMALL, "--trainer.fast_dev_run=true")
     assert not list(tmp_path.rglob("*.ckpt"))  # (Lightning's own ModelCheckpoint saves last.ckpt all the same)
+
+
+def test_the_state_key_is_lightnings_own_also_after_a_setting_changes():
+    # The key names the callback's state in every checkpoint: made once, it must still be ModelCheckpoint's.
+    ours, lightnings = PeriodicCheckpoint(every_n_epochs=10, save_last=True), ModelCheckpoint(every_n_epochs=10)
+    assert ours.state_key == lightnings.state_key.replace("ModelCheckpoint", "PeriodicCheckpoint")
+    assert ours.state_key == "PeriodicCheckpoint{'monitor': None, 'mode': 'min', 'every_n_train_steps': 0,"\
+        " 'every_n_epochs': 10, 'train_time_interval': None}"  # fmt: skip
+    ours.monitor, ours._every_n_epochs = "val/loss", 3
+    assert "'monitor': 'val/loss'" in ours.state_key and "'every_n_epochs': 3" in ours.state_key
