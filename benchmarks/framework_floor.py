@@ -7,7 +7,9 @@ For one network (``--model.activation=relu``) and for the 15 members of one fit 
 - floor: Lightning's bare Trainer on the same stacked network, loss and fused optimizer, in a minimal
   LightningModule (``training_speed.py``'s variant (d) for K networks): no logger, checkpoint, progress bar or
   callback. The targets are against it. Beside it, the same Trainer with the template's ``HookProfiler``
-  (``lit_activations/profiler.py``), which the fit has too: what of the fit's lead comes from that alone;
+  (``lit_activations/profiler.py``), which the fit has too: what of the fit's lead comes from that alone; and
+  that Trainer given as many callbacks as the fit has (7), each doing nothing: what Lightning itself spends
+  calling every hook of every callback, whatever the callback does;
 - fit: ``fit --config configs/tutorial.yaml`` as configured there: the monitor, the theory, the divergence guard,
   the run summary, checkpoints every 10 epochs, a TensorBoard run per member;
 - with ``--split``, the fit with its parts turned off one after the other (theory, monitor, run summary,
@@ -82,8 +84,14 @@ class Timer(Callback):
             self.in_steps += time.perf_counter() - self.batch_started
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.callbacks = len(trainer.callbacks) - 1  # besides this one
         steps = trainer.global_step - self.first_step
         self.per_step, self.in_steps_per_step = (time.perf_counter() - self.started) / steps, self.in_steps / steps
+
+
+# The fit's callbacks besides the timer (learning rate, checkpoint, monitor, theory, guard, run summary, config saver):
+# the floor's "no-op callbacks" variant gets as many, each a class of its own as the fit's are.
+FIT_CALLBACKS = 7
 
 
 class FloorModule(LightningModule):
@@ -109,15 +117,16 @@ class FloorModule(LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-4, fused=True)
 
 
-def floor(epochs: int, members: bool, profiler: bool = False) -> Timer:
+def floor(epochs: int, members: bool, profiler: bool = False, no_op_callbacks: int = 0) -> Timer:
     x, y = tutorial_data()
     data = TensorDataset(x, y.reshape(-1))
     grid = expand_members("relu", None, ACTIVATIONS if members else None, SEEDS if members else [0])
     timer = Timer()
+    no_ops = [type(f"NoOp{i}", (Callback,), {})() for i in range(no_op_callbacks)]
     trainer = Trainer(
         max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
-        profiler=HookProfiler() if profiler else None,
+        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer, *no_ops],
+        profiler=HookProfiler() if profiler or no_ops else None,
     )  # fmt: skip
     trainer.fit(FloorModule(grid), _whole_batches(data, 32), _whole_batches(data, len(data)))
     return timer
@@ -152,6 +161,14 @@ def report(label: str, runs: dict[str, list[Timer]], target: float) -> None:
         print(f"  the bare Trainer with the template's HookProfiler: {ms(runs, 'floor, profiled'):.3f} ms a step;"
               f" the fit against it: {ratio(runs, 'fit') / ratio(runs, 'floor, profiled'):.2f}",
               flush=True)  # fmt: skip
+    if "floor, no-op callbacks" in runs:
+        assert runs["fit"][0].callbacks == FIT_CALLBACKS, f"the fit has {runs['fit'][0].callbacks} callbacks now"
+        no_ops = "floor, no-op callbacks"
+        print(
+            f"  ... and {FIT_CALLBACKS} callbacks that do nothing, as many as the fit has: {ms(runs, no_ops):.3f} ms a"
+            f" step, {ratio(runs, no_ops):.2f} of the floor (Lightning's calls of their hooks)",
+            flush=True,
+        )
     names = [name for name in runs if not name.startswith("floor")]
     for before, name in itertools.pairwise(names):
         print(f"  {name[2:]:18s} {ratio(runs, before) - ratio(runs, name):+.2f} of the floor's time"
@@ -196,12 +213,14 @@ def main() -> None:
         off = [*off, *flags]
         variants[f"- {part}"] = off
     for members in [m for m in (False, True) if args.only in (None, "members" if m else "one")]:
-        runs: dict[str, list[Timer]] = {name: [] for name in ["floor", "floor, profiled", *variants]}
+        floors = ["floor", "floor, profiled", "floor, no-op callbacks"]
+        runs: dict[str, list[Timer]] = {name: [] for name in [*floors, *variants]}
         for repeat in range(args.repeats):
             for name in list(runs) if repeat % 2 == 0 else list(reversed(runs)):
                 gc.collect()  # no run pays for the garbage of the one before
                 if name.startswith("floor"):
-                    timer = floor(args.epochs, members, profiler=name == "floor, profiled")
+                    no_ops = FIT_CALLBACKS if name == "floor, no-op callbacks" else 0
+                    timer = floor(args.epochs, members, profiler=name == "floor, profiled", no_op_callbacks=no_ops)
                 else:
                     timer = fit(args.epochs, members, variants[name])
                 runs[name].append(timer)
