@@ -104,7 +104,8 @@ def test_members_without_a_seed_start_from_the_fits_seed():
 def test_members_gradients_are_their_own_single_models_gradients():
     specs = [("relu", None, 0), ("tanh", None, 1), ("prelu", None, 2)]
     model = ActivationMLP(output="sigmoid", members=members(*specs))
-    x, y = torch.randn(32, 2), (torch.rand(32) > 0.5).float()
+    generator = torch.Generator().manual_seed(0)  # the same batch in every run of the suite
+    x, y = torch.randn(32, 2, generator=generator), (torch.rand(32, generator=generator) > 0.5).float()
     model.member_losses(model(x), y).sum().backward()
     for k in range(len(specs)):
         single = model.member_model(k)
