@@ -83,10 +83,10 @@ _KNOWN_SLOPES = (nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.ReLU6, nn.S
 
 
 def known_slopes(activation: nn.Module, z: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor | None:
-    """f'(z) of torch.nn's ReLU, LeakyReLU, Hardtanh (ReLU6), Sigmoid, Tanh and Identity on float32 or float64, by
-    the formula of their backward in torch (``threshold_backward``, ``leaky_relu_backward``, ``hardtanh_backward``,
-    ``sigmoid_backward``, ``tanh_backward``, for a gradient of ones): what ``local_slopes`` gets from autograd, bit
-    for bit (tests), in one or two ops instead of a forward and a backward pass. ``None`` for any other module, a
+    """f'(z) of torch.nn's ReLU, LeakyReLU, Hardtanh (ReLU6), Sigmoid, Tanh and Identity on float32 or float64: the
+    values their backward in torch gives for a gradient of ones (``threshold_backward``, ``leaky_relu_backward``,
+    ``hardtanh_backward``, ``sigmoid_backward``, ``tanh_backward``), what ``local_slopes`` gets from autograd, bit
+    for bit (tests), in a few ops instead of a forward and a backward pass. ``None`` for any other module, a
     subclass (it may change ``forward``), one working in place, or another dtype. ``output``: f(z) if at hand,
     from which sigmoid's and tanh's are computed, as their backward does.
 
